@@ -1,0 +1,279 @@
+"""HTTP load generator for the ingestion endpoint, run as its own process; prints one JSON line.
+
+``python load_generator.py URL DATASET --clients 8 --rows 100 --seconds 30`` keeps ``clients`` concurrent
+senders busy, each posting a JSON array of ``rows`` events with its own Idempotency-Key and waiting for the
+acknowledgement before sending the next (closed loop: every request in flight is one a client waits on).
+A 429 is retried with the same key after Retry-After, and its latency runs from the first attempt to the
+acknowledgement, as a caller would see it.
+
+Request bodies are built before the clock starts (a pool of bodies reused round-robin), so the generator
+spends its CPU on HTTP, not on making JSON. It runs in a separate process from the server so the two never
+share a GIL; on a small machine they still share cores, which the caller reports.
+
+Reported: acknowledged rows and requests inside the measured window (after ``--warmup``), latencies of the
+requests sent inside it, and totals over the whole run (warm-up and the tail included) with the sums of
+``user_id`` and ``item_id`` over every acknowledged row, so the caller can check that the table holds
+exactly what was acknowledged.
+
+Two client implementations: ``threads`` (one ``httpx.Client`` with keep-alive per sender thread) and
+``async`` (``asyncio`` with one ``httpx.AsyncClient``, on uvloop when installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+POOL_ROWS = 100_000
+MAX_RETRY_SLEEP = 1.0
+
+
+@dataclass
+class Body:
+    """One pre-encoded request body and the sums of the rows it carries."""
+
+    payload: bytes
+    rows: int
+    user_id_sum: int
+    item_id_sum: int
+
+
+@dataclass
+class Tally:
+    """What one sender saw."""
+
+    window_rows: int = 0
+    window_requests: int = 0
+    total_rows: int = 0
+    total_requests: int = 0
+    user_id_sum: int = 0
+    item_id_sum: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    retries_429: int = 0
+    errors: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def merge(self, other: Tally) -> None:
+        for name in ("window_rows", "window_requests", "total_rows", "total_requests", "user_id_sum",
+                     "item_id_sum", "rejected", "duplicates", "retries_429"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+        self.latencies.extend(other.latencies)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measured window on the perf_counter clock; senders stop sending at ``end``."""
+
+    start: float
+    end: float
+
+
+def build_bodies(rows_per_request: int, seed: int) -> list[Body]:
+    """A pool of JSON bodies cut from synthetic events (timestamps as ISO-8601 text, as producers send)."""
+    import pyarrow as pa
+
+    from recplane.samples import SyntheticSpec, iter_synthetic_batches
+
+    pool_rows = max(POOL_ROWS - POOL_ROWS % rows_per_request, rows_per_request)
+    spec = SyntheticSpec(users=50_000, items=20_000, events=pool_rows, seed=seed, chunk_rows=pool_rows)
+    table = pa.Table.from_batches(list(iter_synthetic_batches(spec)))
+    columns = table.to_pydict()
+    ts = [moment.astimezone(UTC).isoformat().replace("+00:00", "Z") for moment in columns["ts"]]
+    rows = [
+        {"user_id": u, "item_id": i, "event_type": e, "value": v, "ts": t, "session_id": s}
+        for u, i, e, v, t, s in zip(columns["user_id"], columns["item_id"], columns["event_type"],
+                                    columns["value"], ts, columns["session_id"], strict=True)
+    ]
+    bodies = []
+    for start in range(0, len(rows) - rows_per_request + 1, rows_per_request):
+        chunk = rows[start:start + rows_per_request]
+        bodies.append(Body(orjson.dumps(chunk), len(chunk), sum(r["user_id"] for r in chunk),
+                           sum(r["item_id"] for r in chunk)))
+    return bodies
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(max(float(response.headers.get("retry-after", "0.05")), 0.01), MAX_RETRY_SLEEP)
+    except ValueError:
+        return 0.05
+
+
+def _record(tally: Tally, body: Body, response: httpx.Response, sent: float, acked: float,
+            window: Window) -> None:
+    answer = response.json()
+    tally.total_requests += 1
+    tally.total_rows += int(answer.get("accepted", 0))
+    tally.rejected += int(answer.get("rejected", 0))
+    tally.duplicates += bool(answer.get("duplicate"))
+    if int(answer.get("accepted", 0)) == body.rows:
+        tally.user_id_sum += body.user_id_sum
+        tally.item_id_sum += body.item_id_sum
+    if window.start <= acked <= window.end:
+        tally.window_requests += 1
+        tally.window_rows += int(answer.get("accepted", 0))
+    if sent >= window.start:
+        tally.latencies.append(acked - sent)
+
+
+def _headers(key: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Idempotency-Key": key}
+
+
+def run_threads(url: str, path: str, bodies: list[Body], clients: int, window: Window, run_id: str) -> Tally:
+    """One thread and one keep-alive httpx.Client per sender."""
+    tallies = [Tally() for _ in range(clients)]
+
+    def sender(index: int) -> None:
+        tally, sequence = tallies[index], 0
+        with httpx.Client(base_url=url, timeout=60.0) as http:
+            while time.perf_counter() < window.end:
+                body = bodies[(index + sequence * clients) % len(bodies)]
+                key, sent = f"{run_id}-{index}-{sequence}", time.perf_counter()
+                sequence += 1
+                try:
+                    while True:
+                        response = http.post(path, content=body.payload, headers=_headers(key))
+                        if response.status_code != 429:
+                            break
+                        tally.retries_429 += 1
+                        time.sleep(_retry_after(response))
+                except httpx.HTTPError as exc:
+                    tally.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                acked = time.perf_counter()
+                if response.status_code != 200:
+                    tally.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                    continue
+                _record(tally, body, response, sent, acked, window)
+
+    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = Tally()
+    for tally in tallies:
+        total.merge(tally)
+    return total
+
+
+async def _run_async(url: str, path: str, bodies: list[Body], clients: int, window: Window,
+                     run_id: str) -> Tally:
+    tallies = [Tally() for _ in range(clients)]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def sender(http: httpx.AsyncClient, index: int) -> None:
+        tally, sequence = tallies[index], 0
+        while time.perf_counter() < window.end:
+            body = bodies[(index + sequence * clients) % len(bodies)]
+            key, sent = f"{run_id}-{index}-{sequence}", time.perf_counter()
+            sequence += 1
+            try:
+                while True:
+                    response = await http.post(path, content=body.payload, headers=_headers(key))
+                    if response.status_code != 429:
+                        break
+                    tally.retries_429 += 1
+                    await asyncio.sleep(_retry_after(response))
+            except httpx.HTTPError as exc:
+                tally.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            acked = time.perf_counter()
+            if response.status_code != 200:
+                tally.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                continue
+            _record(tally, body, response, sent, acked, window)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+        await asyncio.gather(*(sender(http, i) for i in range(clients)))
+    total = Tally()
+    for tally in tallies:
+        total.merge(tally)
+    return total
+
+
+def run_async(url: str, path: str, bodies: list[Body], clients: int, window: Window, run_id: str) -> Tally:
+    """Senders as asyncio tasks sharing one httpx.AsyncClient (uvloop when installed)."""
+    try:
+        import uvloop
+
+        return uvloop.run(_run_async(url, path, bodies, clients, window, run_id))
+    except ImportError:
+        return asyncio.run(_run_async(url, path, bodies, clients, window, run_id))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def summary(tally: Tally, window: Window, *, clients: int, rows: int, mode: str) -> dict[str, Any]:
+    """The JSON line this process prints."""
+    seconds = window.end - window.start
+    as_ms = {f"p{q}_ms": (None if (p := percentile(tally.latencies, q)) is None else p * 1000)
+             for q in (50, 90, 99)}
+    return {
+        "client": mode,
+        "clients": clients,
+        "rows_per_request": rows,
+        "window_seconds": seconds,
+        "rows_per_s": tally.window_rows / seconds,
+        "requests_per_s": tally.window_requests / seconds,
+        **as_ms,
+        "max_ms": max(tally.latencies) * 1000 if tally.latencies else None,
+        "latency_samples": len(tally.latencies),
+        "total_rows": tally.total_rows,
+        "total_requests": tally.total_requests,
+        "user_id_sum": tally.user_id_sum,
+        "item_id_sum": tally.item_id_sum,
+        "rejected": tally.rejected,
+        "duplicates": tally.duplicates,
+        "retries_429": tally.retries_429,
+        "errors": len(tally.errors),
+        "error_samples": tally.errors[:5],
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("dataset")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=100, help="Events per request")
+    parser.add_argument("--seconds", type=float, default=30.0, help="Measured window")
+    parser.add_argument("--warmup", type=float, default=1.0, help="Seconds of load before the window")
+    parser.add_argument("--client", choices=["threads", "async"], default="threads")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    bodies = build_bodies(args.rows, args.seed)
+    now = time.perf_counter()
+    window = Window(start=now + args.warmup, end=now + args.warmup + args.seconds)
+    runner = run_threads if args.client == "threads" else run_async
+    tally = runner(args.url, f"/v1/datasets/{args.dataset}/events", bodies, args.clients, window,
+                   uuid.uuid4().hex[:12])
+    print(json.dumps(summary(tally, window, clients=args.clients, rows=args.rows, mode=args.client)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

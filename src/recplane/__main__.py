@@ -1,0 +1,5 @@
+"""`python -m recplane` runs the CLI."""
+
+from recplane.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The control-plane HTTP application: REST under /v1, OpenAPI, health, Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from recplane import __version__
+from recplane.api.errors import install_error_handlers
+from recplane.api.metrics import ServerMetrics
+from recplane.api.routes import datasets, health, ingest, quality
+from recplane.api.security import TokenCache
+from recplane.config import Settings
+from recplane.runtime import Runtime
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """
+recplane's control plane. Every `/v1` route needs `Authorization: Bearer <token>`
+(create one with `recplane tokens create --team TEAM`); a token only reaches its own team's datasets.
+Errors come back as `{"error": {"code", "message", "details"}}` with a stable code.
+"""
+
+
+def create_app(settings: Settings | None = None, *, dev_mode: bool = False) -> FastAPI:
+    """Build the app; the runtime (catalog, services) starts with the app and stops with it."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        app.state.tokens = TokenCache(runtime.catalog)
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="recplane", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.dev_mode = dev_mode
+    app.state.metrics = ServerMetrics()
+    app.middleware("http")(app.state.metrics.middleware)
+    install_error_handlers(app)
+    for module in (health, datasets, ingest, quality):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,133 @@
+"""The SDK's front door: ``recplane.Client``, embedded (in-process) or remote (a recplane server).
+
+``Client()`` runs the whole platform in this process against ``RECPLANE_HOME``; ``Client(url=..., token=...)``
+talks to a server over HTTP. Both have the same methods, return the same types and raise the same errors,
+so code written against one runs against the other. The facade holds no logic: each method hands the call to
+the embedded or the remote implementation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from recplane.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recplane.embedded import EmbeddedClient
+    from recplane.ingest import IngestResult
+    from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
+    from recplane.lake.info import SchemaChangeResult
+    from recplane.quality import QualityReport
+    from recplane.remote import RemoteClient
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A connection to recplane: embedded when no URL is given, remote otherwise."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        home: str | Path | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        settings = settings or Settings.for_home(home)
+        self._impl: EmbeddedClient | RemoteClient
+        if url or settings.url:
+            from recplane.remote import RemoteClient
+
+            self._impl = RemoteClient(url, token, settings=settings)
+        else:
+            from recplane.embedded import EmbeddedClient
+
+            self._impl = EmbeddedClient(settings)
+
+    @property
+    def mode(self) -> str:
+        """'embedded' or 'remote'."""
+        return self._impl.mode
+
+    def close(self) -> None:
+        """Flush pending work and release connections."""
+        self._impl.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def create_dataset(self, spec: DatasetSpec | dict[str, Any] | str | Path) -> DatasetInfo:
+        """Register a dataset from a spec (object, dict, YAML text or YAML file); version 0 is empty."""
+        return self._impl.create_dataset(spec)
+
+    def apply_dataset(self, spec: DatasetSpec | dict[str, Any] | str | Path) -> SchemaChangeResult:
+        """Create the dataset, or evolve it to this spec (additive and widening changes only)."""
+        return self._impl.apply_dataset(spec)
+
+    def get_dataset(self, name: str) -> DatasetInfo:
+        """One dataset's registration, spec and current version."""
+        return self._impl.get_dataset(name)
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        """Every dataset this caller may see."""
+        return self._impl.list_datasets()
+
+    def read(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows of a dataset, now, at a version, or as of a point in time (time travel)."""
+        return self._impl.read(name, version=version, as_of=as_of, columns=columns)
+
+    def history(self, name: str) -> list[DatasetVersion]:
+        """Every version of a dataset, newest first."""
+        return self._impl.history(name)
+
+    def stats(self, name: str, *, version: int | None = None) -> DatasetStats:
+        """Rows, bytes, files and per-column statistics of a version."""
+        return self._impl.stats(name, version=version)
+
+    def compact(self, name: str) -> MaintenanceResult:
+        """Merge small files into large ones (a new version with the same rows)."""
+        return self._impl.compact(name)
+
+    def enforce_retention(self, name: str) -> MaintenanceResult:
+        """Delete rows older than the dataset's retention and vacuum their files."""
+        return self._impl.enforce_retention(name)
+
+    def ingest(
+        self,
+        name: str,
+        data: list[dict[str, Any]] | pa.Table | pa.RecordBatchReader | pd.DataFrame | str | Path,
+        *,
+        batch_id: str | None = None,
+    ) -> IngestResult:
+        """Validate and append rows; returns once they are committed. A repeated batch_id is a no-op."""
+        return self._impl.ingest(name, data, batch_id=batch_id)
+
+    def check(
+        self, name: str, *, version: int | None = None, reference_version: int | None = None
+    ) -> QualityReport:
+        """Run the dataset's quality rules on a version and store the report."""
+        return self._impl.check(name, version=version, reference_version=reference_version)
+
+    def quality_reports(self, name: str, *, limit: int = 20) -> list[QualityReport]:
+        """Stored quality reports of a dataset, newest first."""
+        return self._impl.quality_reports(name, limit=limit)

@@ -1,0 +1,584 @@
+"""Group commit: one writer thread per dataset turns many small ingestion batches into few Delta commits.
+
+Delta appends cost about the same for 10 rows as for 100,000, and every commit adds a file that later reads
+pay for, so the writer takes the first waiting batch, gathers whatever else arrives within
+``group_commit_max_wait_ms`` (up to ``group_commit_max_rows``), and writes them as one commit. Large inputs
+skip merging and stream straight into a commit of their own (the bulk path).
+
+Durability rule: a batch is acknowledged (its future resolved) only after its rows are committed *and* its
+idempotency key is recorded in the catalog. Each group writes, in order: its rejected rows to
+``NAME__rejected``, its accepted rows to ``NAME`` (the commit carries ``recplane.batch_ids``), then the
+catalog rows. If the process dies between the Delta commit and the catalog write, the commit's batch ids
+are recovered from the Delta history (:meth:`TableWriter.reconcile`), so a retry is still a no-op.
+
+Backpressure: rows and bytes waiting per dataset are bounded by ``ingest_queue_max_rows`` and
+``ingest_queue_max_bytes``; beyond that, :meth:`TableWriter.submit` raises :class:`Overloaded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import pyarrow as pa
+from deltalake import Transaction
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from recplane.catalog import Catalog, IngestBatch
+from recplane.config import Settings
+from recplane.errors import BackendUnavailable, Overloaded, RecplaneError
+from recplane.lake.table import META_PREFIX, DeltaDataset
+
+__all__ = ["BatchLedger", "BulkWrite", "CommitOutcome", "LedgerEntry", "TableWriter"]
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL_S = 0.5
+_COMPACT_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """Where one batch landed. ``version`` is None when it had no accepted rows."""
+
+    batch_id: str
+    accepted: int
+    rejected: int
+    version: int | None
+    rejected_version: int | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One recorded batch: the catalog's IngestBatch row."""
+
+    batch_id: str
+    delta_version: int
+    accepted: int
+    rejected: int
+
+    def outcome(self) -> CommitOutcome:
+        """The answer to a retry of this batch."""
+        version = self.delta_version if self.accepted else None
+        return CommitOutcome(self.batch_id, self.accepted, self.rejected, version, None, duplicate=True)
+
+
+class BatchLedger:
+    """The catalog's record of committed ingestion batches (the idempotency keys)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def lookup(self, dataset: str, batch_ids: list[str]) -> dict[str, LedgerEntry]:
+        """The recorded entries among ``batch_ids``."""
+        if not batch_ids:
+            return {}
+        query = select(IngestBatch).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
+        with self._catalog.session() as session:
+            rows = list(session.scalars(query))
+        return {r.batch_id: LedgerEntry(r.batch_id, r.delta_version, r.accepted, r.rejected) for r in rows}
+
+    def newest_version(self, dataset: str) -> int | None:
+        """The newest Delta version any recorded batch of ``dataset`` went into."""
+        query = select(func.max(IngestBatch.delta_version)).where(IngestBatch.dataset == dataset)
+        with self._catalog.session() as session:
+            return session.scalar(query)
+
+    def record(self, dataset: str, entries: list[LedgerEntry]) -> None:
+        """Record entries; ones recorded already (by a reconcile or another process) are left as they are."""
+        if not entries:
+            return
+        values = [
+            {
+                "dataset": dataset,
+                "batch_id": e.batch_id,
+                "delta_version": e.delta_version,
+                "accepted": e.accepted,
+                "rejected": e.rejected,
+            }
+            for e in entries
+        ]
+        dialect = self._catalog.engine.dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
+        with self._catalog.session() as session:
+            session.execute(statement, values)
+
+
+class CommitTarget(Protocol):
+    """What a writer needs from the dataset layer (the DatasetService satisfies it)."""
+
+    def write_lock(self, name: str) -> threading.Lock:
+        """The in-process lock serialising commits to ``name``."""
+        ...
+
+    def maybe_compact(self, name: str) -> object:
+        """Compact ``name`` if it has many small files."""
+        ...
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    accepted: pa.Table
+    rejected: pa.Table
+    schema_version: int
+    author: str
+    future: Future[CommitOutcome]
+    transaction: Transaction | None = None
+    idempotent: bool = True
+
+    @property
+    def rows(self) -> int:
+        return self.accepted.num_rows + self.rejected.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        return self.accepted.nbytes + self.rejected.nbytes
+
+
+@dataclass
+class BulkWrite:
+    """A large input streamed into one commit: validated storage batches, and its rejects once exhausted."""
+
+    batch_id: str
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    rejected: Callable[[], pa.Table]
+    schema_version: int
+    author: str
+    future: Future[CommitOutcome] = field(default_factory=Future)
+    idempotent: bool = True
+    error: Exception | None = None
+    accepted_rows: int = 0
+
+    def stream(self) -> Iterator[pa.RecordBatch]:
+        """The batches, counted; an error is kept so the writer can raise it instead of Delta's wrapper."""
+        try:
+            for batch in self.batches:
+                self.accepted_rows += batch.num_rows
+                yield batch
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+_STOP = object()
+
+
+class TableWriter:
+    """The single committer of one dataset in this process: a thread, a bounded queue and group commit."""
+
+    def __init__(
+        self,
+        name: str,
+        main: DeltaDataset,
+        rejected: DeltaDataset,
+        *,
+        target: CommitTarget,
+        ledger: BatchLedger,
+        settings: Settings,
+        rejected_name: str,
+    ) -> None:
+        self.name = name
+        self.uri = main.uri
+        self._main = main
+        self._rejected = rejected
+        self._rejected_name = rejected_name
+        self._target = target
+        self._ledger = ledger
+        self._max_wait = settings.group_commit_max_wait_ms / 1000
+        self._max_rows = settings.group_commit_max_rows
+        self._queue_rows = settings.ingest_queue_max_rows
+        self._queue_bytes = settings.ingest_queue_max_bytes
+        self._compact_every = settings.compact_check_every_commits
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future[CommitOutcome]] = {}
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._rows_per_second = 200_000.0
+        self._closed = False
+        self._reconciled_through: int | None = None
+        self._commits_since_compact = 0
+        self._last_compact = time.monotonic()
+        self._compacting = threading.Lock()
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name=f"recplane-writer-{name}", daemon=True)
+        self._thread.start()
+
+    # Submitting ------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        batch_id: str,
+        accepted: pa.Table,
+        rejected: pa.Table,
+        *,
+        schema_version: int,
+        author: str,
+        transaction: Transaction | None = None,
+        idempotent: bool = True,
+    ) -> Future[CommitOutcome]:
+        """Queue a validated batch; the future resolves once it is committed (raises Overloaded if full).
+
+        ``idempotent=False`` marks a generated, never-repeated batch id, which skips the duplicate check.
+        """
+        item = _Batch(batch_id, accepted, rejected, schema_version, author, Future(), transaction, idempotent)
+        with self._lock:
+            shared = self._join_inflight(batch_id)
+            if shared is not None:
+                return shared
+            self._admit(item.rows, item.nbytes)
+            self._inflight[batch_id] = item.future
+            self._pending_rows += item.rows
+            self._pending_bytes += item.nbytes
+        self._queue.put(item)
+        return item.future
+
+    def submit_bulk(self, job: BulkWrite) -> Future[CommitOutcome]:
+        """Queue a large streamed input; it becomes one commit of its own."""
+        with self._lock:
+            shared = self._join_inflight(job.batch_id)
+            if shared is not None:
+                return shared
+            self._admit(0, 0)
+            self._inflight[job.batch_id] = job.future
+        self._queue.put(job)
+        return job.future
+
+    def _join_inflight(self, batch_id: str) -> Future[CommitOutcome] | None:
+        """The same key submitted while the first is in flight shares the first one's commit."""
+        first = self._inflight.get(batch_id)
+        if first is None:
+            return None
+        joined: Future[CommitOutcome] = Future()
+
+        def copy(done: Future[CommitOutcome]) -> None:
+            error = done.exception()
+            if error is not None:
+                joined.set_exception(error)
+            else:
+                joined.set_result(replace(done.result(), duplicate=True))
+
+        first.add_done_callback(copy)
+        return joined
+
+    def _admit(self, rows: int, nbytes: int) -> None:
+        if self._closed:
+            raise BackendUnavailable(
+                f"Ingestion into {self.name!r} is shutting down; retry on a running server."
+            )
+        if self._pending_rows == 0:
+            return  # an empty queue takes any batch, however large
+        if (
+            self._pending_rows + rows <= self._queue_rows
+            and self._pending_bytes + nbytes <= self._queue_bytes
+        ):
+            return
+        wait = min(30.0, max(0.1, self._pending_rows / self._rows_per_second))
+        raise Overloaded(
+            f"Ingestion into {self.name!r} is at capacity ({self._pending_rows:,} rows waiting to commit); "
+            f"retry after {wait:.1f}s with the same batch id.",
+            retry_after=wait,
+            details={"dataset": self.name, "pending_rows": self._pending_rows},
+        )
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows submitted but not yet committed."""
+        return self._pending_rows
+
+    # Closing ---------------------------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit everything queued, then stop the thread. Later submits are refused."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # The thread ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.reconcile()
+        except Exception:
+            log.exception("Reconciling ingestion batches of %s from the Delta history failed", self.name)
+        carry: Any = None
+        while True:
+            item = carry if carry is not None else self._queue.get()
+            carry = None
+            if item is _STOP:
+                return
+            if isinstance(item, BulkWrite):
+                self._commit_bulk(item)
+                continue
+            group, carry = self._gather(item)
+            self._commit_group(group)
+
+    def _gather(self, first: _Batch) -> tuple[list[_Batch], Any]:
+        """Collect batches that share the first one's commit: until the wait is over or enough rows."""
+        group, rows = [first], first.rows
+        deadline = time.monotonic() + self._max_wait
+        while rows < self._max_rows:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            compatible = isinstance(item, _Batch) and item.accepted.schema.equals(first.accepted.schema)
+            if not compatible or item.schema_version != first.schema_version:
+                return group, item
+            group.append(item)
+            rows += item.rows
+        return group, None
+
+    def _commit_group(self, group: list[_Batch]) -> None:
+        started = time.monotonic()
+        try:
+            outcomes = self._write_group(group)
+        except Exception as exc:
+            self._fail([b.future for b in group], [b.batch_id for b in group], exc)
+        else:
+            for batch in group:
+                batch.future.set_result(outcomes[batch.batch_id])
+            self._after_commit(sum(b.rows for b in group), time.monotonic() - started)
+        finally:
+            self._release(group)
+
+    def _write_group(self, group: list[_Batch]) -> dict[str, CommitOutcome]:
+        keys = [b.batch_id for b in group if b.idempotent]
+        done = self._recorded(keys) if keys else {}
+        outcomes = {key: entry.outcome() for key, entry in done.items()}
+        fresh = [b for b in group if b.batch_id not in done]
+        if not fresh:
+            return outcomes
+        ids = [b.batch_id for b in fresh]
+        counts = {b.batch_id: [b.accepted.num_rows, b.rejected.num_rows] for b in fresh}
+        metadata = {
+            "batch_ids": ids,
+            "batch_rows": counts,
+            "author": _authors(fresh),
+            "schema_version": fresh[0].schema_version,
+        }
+        rejected = [b.rejected for b in fresh if b.rejected.num_rows]
+        accepted = [b.accepted for b in fresh if b.accepted.num_rows]
+        transactions = _transactions(fresh)
+        rejected_version = None
+        if rejected:
+            # Dead letters first: a crash before the main commit makes a retry repeat them, never lose them.
+            rejected_version = self._append(
+                self._rejected,
+                self._rejected_name,
+                pa.concat_tables(rejected),
+                {**metadata, "batch_rows": counts},
+            )
+        version = None
+        if accepted or transactions:
+            table = pa.concat_tables(accepted) if accepted else fresh[0].accepted
+            version = self._append(self._main, self.name, table, metadata, transactions)
+        recorded_version = version if version is not None else self._main.table.version()
+        self._ledger.record(
+            self.name,
+            [
+                LedgerEntry(b.batch_id, recorded_version, b.accepted.num_rows, b.rejected.num_rows)
+                for b in fresh
+            ],
+        )
+        self._note_own_commit(version)
+        for b in fresh:
+            outcomes[b.batch_id] = CommitOutcome(
+                b.batch_id,
+                b.accepted.num_rows,
+                b.rejected.num_rows,
+                version if b.accepted.num_rows else None,
+                rejected_version if b.rejected.num_rows else None,
+            )
+        return outcomes
+
+    def _commit_bulk(self, job: BulkWrite) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self._write_bulk(job)
+        except Exception as exc:
+            self._fail([job.future], [job.batch_id], job.error or exc)
+        else:
+            job.future.set_result(outcome)
+            self._after_commit(outcome.accepted + outcome.rejected, time.monotonic() - started)
+        finally:
+            with self._lock:
+                self._inflight.pop(job.batch_id, None)
+
+    def _write_bulk(self, job: BulkWrite) -> CommitOutcome:
+        done = self._recorded([job.batch_id]) if job.idempotent else {}
+        if job.batch_id in done:
+            return done[job.batch_id].outcome()
+        metadata = {"batch_ids": [job.batch_id], "author": job.author, "schema_version": job.schema_version}
+        reader = pa.RecordBatchReader.from_batches(job.schema, job.stream())
+        version = self._append(self._main, self.name, reader, metadata)
+        if job.error is not None:
+            raise job.error
+        # Rejects are known only once the stream is read, so here they follow the main commit.
+        dead = job.rejected()
+        rejected_version = None
+        if dead.num_rows:
+            rejected_version = self._append(
+                self._rejected,
+                self._rejected_name,
+                dead,
+                {**metadata, "batch_rows": {job.batch_id: [job.accepted_rows, dead.num_rows]}},
+            )
+        self._ledger.record(self.name, [LedgerEntry(job.batch_id, version, job.accepted_rows, dead.num_rows)])
+        self._note_own_commit(version)
+        return CommitOutcome(
+            job.batch_id,
+            job.accepted_rows,
+            dead.num_rows,
+            version if job.accepted_rows else None,
+            rejected_version,
+        )
+
+    def _append(
+        self,
+        table: DeltaDataset,
+        name: str,
+        data: pa.Table | pa.RecordBatchReader,
+        metadata: dict[str, Any],
+        transactions: list[Transaction] | None = None,
+    ) -> int:
+        with self._target.write_lock(name):
+            # A fresh snapshot avoids conflict retries and sees schema changes made since the last commit.
+            table.refresh()
+            return table.append(data, metadata=metadata, schema_mode="merge", app_transactions=transactions)
+
+    def _recorded(self, batch_ids: list[str]) -> dict[str, LedgerEntry]:
+        """Batch ids already committed: the catalog, after catching up on commits it may have missed."""
+        self.reconcile()
+        return self._ledger.lookup(self.name, batch_ids)
+
+    def _fail(self, futures: list[Future[CommitOutcome]], batch_ids: list[str], exc: BaseException) -> None:
+        if isinstance(exc, RecplaneError):
+            error: BaseException = exc
+        else:
+            log.exception("Commit to %s failed", self.name, exc_info=exc)
+            error = BackendUnavailable(
+                f"Committing {len(batch_ids)} batch(es) to dataset {self.name!r} failed: {exc}. Nothing of "
+                "them was acknowledged; retry with the same batch id.",
+                details={"dataset": self.name, "batch_ids": batch_ids[:20]},
+            )
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+
+    def _release(self, group: list[_Batch]) -> None:
+        with self._lock:
+            for batch in group:
+                self._pending_rows -= batch.rows
+                self._pending_bytes -= batch.nbytes
+                self._inflight.pop(batch.batch_id, None)
+
+    def _after_commit(self, rows: int, seconds: float) -> None:
+        self.commits += 1
+        if rows and seconds > 0:
+            self._rows_per_second = 0.8 * self._rows_per_second + 0.2 * max(rows / seconds, 1000.0)
+        self._commits_since_compact += 1
+        due = self._commits_since_compact >= self._compact_every
+        if self._compact_every and (due or time.monotonic() - self._last_compact > _COMPACT_EVERY_S):
+            self._compact_in_background()
+
+    def _compact_in_background(self) -> None:
+        if not self._compacting.acquire(blocking=False):
+            return
+        self._commits_since_compact = 0
+        self._last_compact = time.monotonic()
+
+        def compact() -> None:
+            try:
+                for name in (self.name, self._rejected_name):
+                    self._target.maybe_compact(name)
+            except Exception:
+                log.exception("Automatic compaction of %s failed; ingestion goes on", self.name)
+            finally:
+                self._compacting.release()
+
+        threading.Thread(target=compact, name=f"recplane-compact-{self.name}", daemon=True).start()
+
+    # Recovering ------------------------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Record batch ids found in Delta commits newer than the catalog knows; returns how many were new."""
+        current = self._main.refresh().version()
+        since = self._reconciled_through
+        if since is None:
+            newest = self._ledger.newest_version(self.name)
+            since = -1 if newest is None else newest
+        if current <= since:
+            self._reconciled_through = current
+            return 0
+        found = []
+        for commit in self._main.table.history(current - since):
+            if commit.get("version", -1) > since:
+                found.extend(_batches_of(commit))
+        known = self._ledger.lookup(self.name, [e.batch_id for e in found])
+        missing = [e for e in found if e.batch_id not in known]
+        self._ledger.record(self.name, missing)
+        self._reconciled_through = current
+        if missing:
+            log.warning(
+                "Recovered %d ingestion batch(es) of %s from the Delta history", len(missing), self.name
+            )
+        return len(missing)
+
+    def _note_own_commit(self, version: int | None) -> None:
+        # Our own commit is recorded already; skip it in the next reconcile unless others committed between.
+        if version is not None and self._reconciled_through == version - 1:
+            self._reconciled_through = version
+
+
+def _batches_of(commit: dict[str, Any]) -> list[LedgerEntry]:
+    ids = _decoded(commit.get(META_PREFIX + "batch_ids"), [])
+    if not isinstance(ids, list) or not ids:
+        return []
+    rows = _decoded(commit.get(META_PREFIX + "batch_rows"), {})
+    added = int((commit.get("operationMetrics") or {}).get("num_added_rows", 0))
+    entries = []
+    for key in ids:
+        accepted, rejected = rows.get(key, [added if len(ids) == 1 else 0, 0])
+        entries.append(LedgerEntry(str(key), int(commit["version"]), int(accepted), int(rejected)))
+    return entries
+
+
+def _decoded(value: Any, default: Any) -> Any:
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(value)
+        return default
+    return default if value is None else value
+
+
+def _authors(batches: list[_Batch]) -> str:
+    names = sorted({b.author for b in batches})
+    return names[0] if len(names) == 1 else ", ".join(names)
+
+
+def _transactions(batches: list[_Batch]) -> list[Transaction] | None:
+    """One transaction identifier per app id: the newest stream position of the group."""
+    newest: dict[str, Transaction] = {}
+    for batch in batches:
+        txn = batch.transaction
+        if txn is not None and (txn.app_id not in newest or txn.version > newest[txn.app_id].version):
+            newest[txn.app_id] = txn
+    return list(newest.values()) or None

@@ -1,0 +1,360 @@
+"""The dataset service: versioned datasets on Delta Lake, owned by teams, described by specs.
+
+A dataset is a Delta table plus its spec in the catalog. Every commit is a version; every accepted schema
+change is a schema version valid from a Delta version on, so reads at any version come back in the types of
+their day. Each dataset ``x`` gets a dead-letter dataset ``x__rejected`` for rows that failed validation.
+Every method checks that the calling principal's team owns the dataset.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from sqlalchemy import select
+
+from recplane.auth import Principal
+from recplane.catalog import Catalog, DatasetRecord, SchemaVersion
+from recplane.config import Settings
+from recplane.errors import AlreadyExists, InvalidInput, InvalidSpec, NotFound
+from recplane.lake.evolution import SchemaPlan, plan_schema_change
+from recplane.lake.info import (
+    DatasetInfo,
+    DatasetStats,
+    DatasetVersion,
+    MaintenanceResult,
+    SchemaChangeResult,
+    WidenedColumn,
+)
+from recplane.lake.maintenance import compact_table, retain_table
+from recplane.lake.spec import ColumnSpec, DatasetSpec, load_spec
+from recplane.lake.stats import dataset_stats
+from recplane.lake.table import DeltaDataset, to_logical
+from recplane.lake.versions import SchemaEntry, SchemaTimeline, columns_document, commit_to_version
+
+__all__ = ["REJECTED_SUFFIX", "DatasetService", "OpenDataset", "rejected_name", "rejected_spec"]
+
+REJECTED_SUFFIX = "__rejected"
+_MAX_NAME = 128 - len(REJECTED_SUFFIX)
+SpecSource = DatasetSpec | dict[str, Any] | str | Path
+
+
+def rejected_name(name: str) -> str:
+    """The name of the dead-letter dataset of ``name``."""
+    return name + REJECTED_SUFFIX
+
+
+def rejected_spec(spec: DatasetSpec) -> DatasetSpec:
+    """The spec of the dead-letter dataset that keeps the rows of ``spec`` that failed validation."""
+    return DatasetSpec(
+        name=rejected_name(spec.name),
+        team=spec.team,
+        description=f"Rows rejected by validation on their way into {spec.name!r}.",
+        columns={
+            "raw": ColumnSpec(type="string", description="The rejected row as JSON text."),
+            "reason": ColumnSpec(type="string", nullable=False, description="Why it was rejected."),
+            "received_at": ColumnSpec(type="timestamp", nullable=False, description="When it arrived."),
+            "batch_id": ColumnSpec(type="string", description="The ingestion batch it came in."),
+            "source": ColumnSpec(type="string", description="Where it came from (API, stream, file ...)."),
+        },
+        event_time="received_at",
+        retention=spec.retention,
+    )
+
+
+@dataclass(frozen=True)
+class OpenDataset:
+    """A dataset ready for reading and writing: its facts, current spec and Delta table handle."""
+
+    info: DatasetInfo
+    spec: DatasetSpec
+    table: DeltaDataset
+
+    @property
+    def name(self) -> str:
+        """The dataset's name."""
+        return self.info.name
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _validate_quality(spec: DatasetSpec) -> None:
+    if not spec.quality:
+        return
+    try:
+        from recplane.quality import parse_rules  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    parse_rules(spec.quality, spec)
+
+
+def _user_spec(source: SpecSource) -> DatasetSpec:
+    spec = load_spec(source)
+    if spec.name.endswith(REJECTED_SUFFIX):
+        raise InvalidSpec(
+            f"Dataset names ending in {REJECTED_SUFFIX!r} are reserved for dead-letter datasets, "
+            f"which recplane creates itself: rename {spec.name!r}."
+        )
+    if len(spec.name) > _MAX_NAME:
+        raise InvalidSpec(f"Dataset name {spec.name!r} is longer than {_MAX_NAME} characters; shorten it.")
+    return spec
+
+
+class DatasetService:
+    """Create, evolve, read, inspect and maintain datasets (catalog + Delta tables)."""
+
+    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+        self._catalog = catalog
+        self._settings = settings
+        self._handles: dict[str, DeltaDataset] = {}
+        self._write_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def create(self, spec: SpecSource, *, principal: Principal, author: str | None = None) -> DatasetInfo:
+        """Register a dataset and create its empty Delta table (version 0) and its dead-letter dataset."""
+        spec = _user_spec(spec)
+        principal.require(spec.team, f"Dataset {spec.name!r}")
+        _validate_quality(spec)
+        specs = [spec, rejected_spec(spec)]
+        with self._catalog.session() as session:
+            names = [each.name for each in specs]
+            taken = list(session.scalars(select(DatasetRecord.name).where(DatasetRecord.name.in_(names))))
+        if taken:
+            raise AlreadyExists(f"Dataset {taken[0]!r} exists already. Use apply to change its spec.")
+        who = author or principal.name
+        for each in specs:
+            self._create_table(each, who)
+        with self._catalog.session() as session:
+            for each in specs:
+                session.add(DatasetRecord(name=each.name, team=each.team, description=each.description,
+                                          location=self._location(each.name), spec=each.to_dict(),
+                                          schema_version=1))
+                session.add(SchemaVersion(dataset=each.name, schema_version=1, columns=columns_document(each),
+                                          first_delta_version=0, change="created", author=who))
+        return self.get(spec.name, principal=principal)
+
+    def apply(
+        self, spec: SpecSource, *, principal: Principal, author: str | None = None
+    ) -> SchemaChangeResult:
+        """Create the dataset, or evolve it to ``spec`` if the change is safe (else SchemaChangeRefused)."""
+        spec = _user_spec(spec)
+        if self._find(spec.name) is None:
+            self.create(spec, principal=principal, author=author)
+            return SchemaChangeResult(dataset=spec.name, action="created", schema_version=1, delta_version=0,
+                                      message=f"Created dataset {spec.name!r}.")
+        with self.write_lock(spec.name):
+            opened = self.open(spec.name, principal=principal)
+            plan = plan_schema_change(opened.spec, spec)
+            _validate_quality(spec)
+            if plan.is_noop:
+                return SchemaChangeResult(dataset=spec.name, action="unchanged",
+                                          schema_version=opened.info.schema_version,
+                                          message=f"Dataset {spec.name!r} already matches this spec.")
+            return self._evolve(opened, spec, plan, author or principal.name)
+
+    def get(self, name: str, *, principal: Principal) -> DatasetInfo:
+        """Facts about one dataset."""
+        return self._info(self._record(name, principal))
+
+    def list(self, *, principal: Principal) -> list[DatasetInfo]:
+        """Every dataset the caller may see (its team's; all for the administrator), by name."""
+        query = select(DatasetRecord).order_by(DatasetRecord.name)
+        if not principal.is_admin:
+            query = query.where(DatasetRecord.team == principal.team)
+        with self._catalog.session() as session:
+            records = list(session.scalars(query))
+        return [self._info(record) for record in records]
+
+    def open(self, name: str, *, principal: Principal) -> OpenDataset:
+        """The dataset's info, current spec and (cached) Delta handle, for writers and checks."""
+        record = self._record(name, principal)
+        return OpenDataset(self._info(record), DatasetSpec.model_validate(record.spec), self._handle(record))
+
+    def read(
+        self,
+        name: str,
+        *,
+        principal: Principal,
+        version: int | None = None,
+        as_of: datetime | None = None,
+        columns: builtins.list[str] | None = None,
+    ) -> pa.Table:
+        """Rows at a version or point in time, in the logical schema in force at that version."""
+        opened = self.open(name, principal=principal)
+        snapshot = opened.table.snapshot(version, as_of)
+        logical = self._timeline(name).entry_at(snapshot.version()).arrow_schema()
+        wanted = columns if columns is not None else logical.names
+        unknown = [column for column in wanted if column not in logical.names]
+        if unknown:
+            raise InvalidInput(
+                f"Unknown column(s) {unknown} in dataset {name!r} at version {snapshot.version()}; "
+                f"valid columns are {logical.names}."
+            )
+        try:
+            stored = snapshot.to_pyarrow_dataset().to_table(columns=wanted)
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"Version {snapshot.version()} of dataset {name!r} can no longer be read: retention vacuumed "
+                f"its files. See `history` for the versions after the last retention run."
+            ) from exc
+        return to_logical(stored, logical).select(wanted)
+
+    def history(self, name: str, *, principal: Principal) -> builtins.list[DatasetVersion]:
+        """Every version, newest first: operation, rows added/removed, schema version and author."""
+        opened = self.open(name, principal=principal)
+        timeline = self._timeline(name)
+        return [commit_to_version(commit, timeline) for commit in opened.table.history()]
+
+    def stats(self, name: str, *, principal: Principal, version: int | None = None) -> DatasetStats:
+        """Rows, bytes, files and per-column profile at a version (default: the newest)."""
+        opened = self.open(name, principal=principal)
+        snapshot = opened.table.snapshot(version)
+        logical = self._timeline(name).entry_at(snapshot.version()).arrow_schema()
+        return dataset_stats(name, snapshot, logical)
+
+    def compact(
+        self, name: str, *, principal: Principal, target_size: int | None = None, author: str | None = None
+    ) -> MaintenanceResult:
+        """Merge small files into large ones as a new version; older versions stay readable."""
+        opened = self.open(name, principal=principal)
+        with self.write_lock(name):
+            return compact_table(name, opened.table, author=author or principal.name, target_size=target_size)
+
+    def enforce_retention(
+        self, name: str, *, principal: Principal, now: datetime | None = None, author: str | None = None
+    ) -> MaintenanceResult:
+        """Delete rows older than the spec's retention and vacuum their files (ends older time travel)."""
+        opened = self.open(name, principal=principal)
+        period, event_time = opened.spec.retention_period, opened.spec.event_time
+        if period is None or event_time is None:
+            message = f"Dataset {name!r} has no retention; nothing to do."
+            return MaintenanceResult(dataset=name, operation="retention", version=opened.info.current_version,
+                                     details={"message": message})
+        with self.write_lock(name):
+            return retain_table(name, opened.table, event_time=event_time, retention=period,
+                                author=author or principal.name, now=now)
+
+    def maybe_compact(self, name: str, *, author: str = "recplane") -> MaintenanceResult | None:
+        """Compact once the dataset has ``compact_after_files`` live files (used by ingestion; no auth)."""
+        threshold = self._settings.compact_after_files
+        record = self._find(name)
+        if threshold == 0 or record is None:
+            return None
+        table = self._handle(record)
+        if table.live_files() < threshold:
+            return None
+        with self.write_lock(name):
+            return compact_table(name, table, author=author)
+
+    def write_lock(self, name: str) -> threading.Lock:
+        """The in-process lock that serialises commits which rewrite or remove files of ``name``."""
+        with self._lock:
+            return self._write_locks.setdefault(name, threading.Lock())
+
+    def _evolve(
+        self, opened: OpenDataset, spec: DatasetSpec, plan: SchemaPlan, author: str
+    ) -> SchemaChangeResult:
+        schema_version = opened.info.schema_version + (1 if plan.changes_schema else 0)
+        delta_version = self._change_table(opened.table, spec, plan, schema_version, author)
+        with self._catalog.session() as session:
+            record = session.scalars(select(DatasetRecord).where(DatasetRecord.name == spec.name)).one()
+            record.spec, record.description = spec.to_dict(), spec.description
+            record.schema_version = schema_version
+            if plan.changes_schema:
+                session.add(SchemaVersion(dataset=spec.name, schema_version=schema_version,
+                                          columns=columns_document(spec), first_delta_version=delta_version,
+                                          change=plan.describe(), author=author))
+            self._sync_rejected(session, spec)
+        return SchemaChangeResult(
+            dataset=spec.name,
+            action="evolved",
+            schema_version=schema_version,
+            added_columns=list(plan.added),
+            widened_columns=[
+                WidenedColumn.model_validate({"column": w.column, "from": w.old, "to": w.new})
+                for w in plan.widened
+            ],
+            relaxed_columns=list(plan.relaxed),
+            metadata_changes=list(plan.metadata_changes),
+            delta_version=delta_version if plan.changes_schema else None,
+            message=f"Dataset {spec.name!r}: {plan.describe()}.",
+        )
+
+    @staticmethod
+    def _change_table(table: DeltaDataset, spec: DatasetSpec, plan: SchemaPlan, schema_version: int,
+                      author: str) -> int:
+        if not plan.changes_schema:
+            return table.version()
+        metadata = {"schema_version": schema_version, "author": author, "change": plan.describe()}
+        if plan.needs_rewrite:
+            # A rewrite moves every row but adds or removes none.
+            counts = {"rows_added": 0, "rows_removed": 0}
+            return table.rewrite(spec.storage_schema(), metadata={**metadata, **counts})
+        stored = pa.schema(table.refresh().schema().to_arrow()).names
+        # Skip columns a previous, half-finished apply already added to the Delta table.
+        missing = [spec.storage_schema().field(name) for name in plan.added if name not in stored]
+        return table.add_columns(missing, metadata=metadata) if missing else table.version()
+
+    def _sync_rejected(self, session: Any, spec: DatasetSpec) -> None:
+        dead = rejected_spec(spec)
+        record = session.scalars(select(DatasetRecord).where(DatasetRecord.name == dead.name)).one_or_none()
+        if record is not None:
+            record.spec = dead.to_dict()
+
+    def _create_table(self, spec: DatasetSpec, author: str) -> None:
+        location = self._location(spec.name)
+        if DeltaTable.is_deltatable(location):
+            raise AlreadyExists(
+                f"A Delta table exists already at {location}, but no dataset {spec.name!r} is registered. "
+                f"Move that folder away, or choose another dataset name."
+            )
+        DeltaDataset.create(location, spec.storage_schema(), partition_by=spec.partition_by,
+                            metadata={"schema_version": 1, "author": author})
+
+    def _location(self, name: str) -> str:
+        return f"{self._settings.lake_root.rstrip('/')}/{name}"
+
+    def _find(self, name: str) -> DatasetRecord | None:
+        with self._catalog.session() as session:
+            return session.scalars(select(DatasetRecord).where(DatasetRecord.name == name)).one_or_none()
+
+    def _record(self, name: str, principal: Principal) -> DatasetRecord:
+        record = self._find(name)
+        if record is None:
+            raise NotFound(f"No dataset named {name!r}. List datasets with `recplane datasets list`.")
+        principal.require(record.team, f"Dataset {name!r}")
+        return record
+
+    def _handle(self, record: DatasetRecord) -> DeltaDataset:
+        with self._lock:
+            handle = self._handles.get(record.name)
+            if handle is None or handle.uri != record.location:
+                handle = self._handles[record.name] = DeltaDataset(record.location)
+            return handle
+
+    def _timeline(self, name: str) -> SchemaTimeline:
+        query = select(SchemaVersion).where(SchemaVersion.dataset == name)
+        with self._catalog.session() as session:
+            rows = list(session.scalars(query))
+        return SchemaTimeline([SchemaEntry(r.schema_version, r.first_delta_version, r.columns) for r in rows])
+
+    def _info(self, record: DatasetRecord) -> DatasetInfo:
+        return DatasetInfo(
+            name=record.name,
+            team=record.team,
+            description=record.description,
+            location=record.location,
+            schema_version=record.schema_version,
+            spec=record.spec,
+            current_version=self._handle(record).version(),
+            created_at=_aware(record.created_at),
+            updated_at=_aware(record.updated_at),
+        )
