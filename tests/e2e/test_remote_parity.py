@@ -42,7 +42,7 @@ def _exercise(client: Client) -> dict[str, object]:
     evolved = client.apply_dataset({**SPEC, "columns": {**SPEC["columns"], "device": "string"}})
     errors = []
     for call in (lambda: client.read("missing"),
-                 lambda: client.apply_dataset({**SPEC, "columns": {"user_id": "string"}}),
+                 lambda: client.apply_dataset({**SPEC, "columns": {**SPEC["columns"], "user_id": "string"}}),
                  lambda: client.read("views", columns=["nope"])):
         try:
             call()

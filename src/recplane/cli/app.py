@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from recplane import __version__
 from recplane.cli import bench as bench_cmd
@@ -66,5 +67,5 @@ def main() -> None:
     except RecplaneError as exc:
         if debug:
             raise
-        err_console.print(f"[red]Error[/] [{exc.code}]: {exc.message}")
+        err_console.print(f"[red]Error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}")
         sys.exit(2)

@@ -15,9 +15,7 @@ MAX_REASON_SAMPLES = 20
 class RejectedRow(BaseModel):
     """One rejected row: its 0-based position in the input and why it was refused."""
 
-    row: int = Field(
-        description="0-based position of the row in the input (for NDJSON: among non-blank lines)."
-    )
+    row: int = Field(description="0-based position of the row in the input (for NDJSON: among non-blank lines).")
     reason: str
 
     def __str__(self) -> str:

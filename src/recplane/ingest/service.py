@@ -25,11 +25,12 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 from deltalake import Transaction
+from sqlalchemy import select
 
 from recplane.auth import ADMIN, Principal
-from recplane.catalog import Catalog
+from recplane.catalog import Catalog, DatasetRecord
 from recplane.config import Settings
-from recplane.errors import InvalidInput, PayloadTooLarge
+from recplane.errors import BackendUnavailable, InvalidInput, PayloadTooLarge
 from recplane.ingest.result import MAX_REASON_SAMPLES, IngestResult, RejectedRow
 from recplane.ingest.sources import Chunk, IngestSource, Mode, RowChunk, read_input
 from recplane.ingest.validation import Validated, Validator, dead_letters
@@ -104,8 +105,10 @@ class IngestService:
     """Validates and commits ingestion batches for every dataset of one catalog."""
 
     def __init__(self, catalog: Catalog, datasets: DatasetAccess, settings: Settings) -> None:
+        self._catalog = catalog
         self._datasets = datasets
         self._settings = settings
+        self._known: dict[str, tuple[tuple[str, datetime], OpenDataset]] = {}
         self._ledger = BatchLedger(catalog)
         self._writers: dict[str, TableWriter] = {}
         self._validators: dict[tuple[str, str], Validator] = {}
@@ -148,9 +151,7 @@ class IngestService:
         source: str = "http",
     ) -> IngestResult:
         """Like :meth:`ingest` for event loops: parsing runs on a worker thread, the commit is awaited."""
-        future = await asyncio.to_thread(
-            self.submit, name, data, principal=principal, batch_id=batch_id, source=source
-        )
+        future = await asyncio.to_thread(self.submit, name, data, principal=principal, batch_id=batch_id, source=source)
         return await asyncio.wrap_future(future)
 
     def submit(
@@ -174,12 +175,9 @@ class IngestService:
             )
         if name.endswith(REJECTED_SUFFIX):
             raise InvalidInput(f"{name!r} is a dead-letter dataset, written only by recplane's validation.")
-        opened = self._datasets.open(name, principal=principal)
+        opened = self._open(name, principal)
         key = self._batch_id(batch_id)
-        if batch_id is not None:
-            recorded = self._ledger.lookup(name, [key]).get(key)
-            if recorded is not None:
-                return _resolved(self._result(name, recorded.outcome(), []))
+        # A repeated batch id is answered by the writer, which checks all ids of a group in one query.
         writer = self._writer(opened)
         validator = self._validator(opened)
         received = datetime.now(UTC)
@@ -196,10 +194,7 @@ class IngestService:
             idempotent=batch_id is not None,
             mode=stream.mode,
         )
-        if rest is None:
-            future = submission.small(head, transaction)
-        else:
-            future = submission.bulk(itertools.chain(head, rest))
+        future = submission.small(head, transaction) if rest is None else submission.bulk(itertools.chain(head, rest))
         return _chain(future, lambda outcome: self._result(name, outcome, submission.rejections.samples))
 
     def transaction_version(self, name: str, app_id: str, *, principal: Principal) -> int | None:
@@ -221,6 +216,22 @@ class IngestService:
     def writer(self, name: str, *, principal: Principal = ADMIN) -> TableWriter:
         """The writer of dataset ``name`` (started on first use)."""
         return self._writer(self._datasets.open(name, principal=principal))
+
+    def _open(self, name: str, principal: Principal) -> OpenDataset:
+        """The dataset, reopened only when its catalog record changed (opening refreshes its Delta log)."""
+        query = select(DatasetRecord.team, DatasetRecord.location, DatasetRecord.updated_at).where(
+            DatasetRecord.name == name
+        )
+        with self._catalog.session() as session:
+            record = session.execute(query).one_or_none()
+        known = self._known.get(name)
+        if record is None or known is None or known[0] != (record.location, record.updated_at):
+            opened = self._datasets.open(name, principal=principal)
+            if record is not None:
+                self._known[name] = ((record.location, record.updated_at), opened)
+            return opened
+        principal.require(record.team, f"Dataset {name!r}")
+        return known[1]
 
     def _batch_id(self, batch_id: str | None) -> str:
         if batch_id is None:
@@ -247,7 +258,7 @@ class IngestService:
         name = opened.info.name
         with self._lock:
             if self._closed:
-                raise InvalidInput("This ingestion service is closed; open a new client.")
+                raise BackendUnavailable("This ingestion service is closed; open a new client.")
             writer = self._writers.get(name)
             if writer is not None and writer.uri == opened.table.uri:
                 return writer
@@ -341,6 +352,7 @@ class _Submission:
             author=self.author,
             transaction=transaction,
             idempotent=self.idempotent,
+            dedup_key=tuple(self.opened.spec.dedup_key),
         )
 
     def bulk(self, chunks: Iterator[Chunk]) -> Future[CommitOutcome]:
@@ -354,5 +366,6 @@ class _Submission:
             schema_version=self.opened.info.schema_version,
             author=self.author,
             idempotent=self.idempotent,
+            dedup_key=tuple(self.opened.spec.dedup_key),
         )
         return self.writer.submit_bulk(job)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import csv
+import gzip
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -181,8 +182,9 @@ def _parquet_source(path: Path, batch_rows: int) -> IngestSource:
 
 
 def _csv_source(path: Path, batch_rows: int) -> IngestSource:
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first = stream.readline().decode("utf-8-sig", errors="replace")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        first = handle.readline()
     names = next(csv.reader([first]), [])
     if not names:
         raise InvalidInput(f"{path} is empty; a CSV file needs a header line with the column names.")
@@ -196,9 +198,7 @@ def _csv_source(path: Path, batch_rows: int) -> IngestSource:
         )
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"Cannot read {path} as CSV: {exc}") from exc
-    return IngestSource(
-        chunks=_csv_batches(reader, path), mode="text", num_rows=None, description=f"CSV {path}"
-    )
+    return IngestSource(chunks=_csv_batches(reader, path), mode="text", num_rows=None, description=f"CSV {path}")
 
 
 def _csv_batches(reader: pacsv.CSVStreamingReader, path: Path) -> Iterator[pa.RecordBatch]:
@@ -236,9 +236,7 @@ def _path_source(path: Path, batch_rows: int) -> IngestSource:
         if name.endswith(".gz"):
             with pa.input_stream(str(path), compression="gzip") as stream:
                 return _rows_source(parse_ndjson(stream.read()), f"NDJSON {path}")
-        return IngestSource(
-            chunks=_jsonl_chunks(path), mode="json", num_rows=None, description=f"NDJSON {path}"
-        )
+        return IngestSource(chunks=_jsonl_chunks(path), mode="json", num_rows=None, description=f"NDJSON {path}")
     if name.endswith(".json"):
         return _rows_source(parse_body(path.read_bytes()), f"JSON {path}")
     raise InvalidInput(f"Cannot tell the format of {path}; ingestion reads {_SUFFIXES}.")
@@ -254,9 +252,7 @@ def _rows_source(chunk: RowChunk, description: str) -> IngestSource:
 
 
 def _table_source(table: pa.Table, batch_rows: int, description: str) -> IngestSource:
-    batches = table.to_batches(max_chunksize=batch_rows) or [
-        pa.RecordBatch.from_pylist([], schema=table.schema)
-    ]
+    batches = table.to_batches(max_chunksize=batch_rows) or [pa.RecordBatch.from_pylist([], schema=table.schema)]
     return IngestSource(chunks=iter(batches), mode="arrow", num_rows=table.num_rows, description=description)
 
 
@@ -282,9 +278,7 @@ def read_input(data: Any, *, batch_rows: int = BATCH_ROWS) -> IngestSource:
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise InvalidInput(
-                f"Cannot convert the DataFrame to Arrow: {exc}. Give each column one type."
-            ) from exc
+            raise InvalidInput(f"Cannot convert the DataFrame to Arrow: {exc}. Give each column one type.") from exc
         return _table_source(table, batch_rows, "pandas DataFrame")
     if hasattr(data, "__arrow_c_stream__"):
         return IngestSource(iter(pa.RecordBatchReader.from_stream(data)), "arrow", None, type(data).__name__)
@@ -308,9 +302,7 @@ def iter_record_batches(data: Any, *, batch_rows: int = BATCH_ROWS) -> Iterator[
             continue
         bad = [row for row in chunk.rows if not isinstance(row, dict)]
         if bad:
-            raise InvalidInput(
-                f"{source.description} holds rows that are not JSON objects: {row_json(bad[0])}"
-            )
+            raise InvalidInput(f"{source.description} holds rows that are not JSON objects: {row_json(bad[0])}")
         try:
             yield pa.RecordBatch.from_pylist(chunk.rows)
         except (pa.ArrowException, TypeError, ValueError) as exc:

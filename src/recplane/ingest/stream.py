@@ -160,9 +160,7 @@ async def _ensure_stream(js: Any, subject: str, stream: str | None) -> str:
         return name
 
 
-async def _position_consumer(
-    js: Any, stream: str, durable: str, subject: str, start: int, ack_wait: float
-) -> None:
+async def _position_consumer(js: Any, stream: str, durable: str, subject: str, start: int, ack_wait: float) -> None:
     """Recreate the durable consumer so that delivery starts right after the committed position."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError

@@ -304,7 +304,7 @@ def _nested(array: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array,
     if not (pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type)):
         raise _Incompatible
     flat = pc.list_flatten(array)
-    values, child_bad = _conform(flat, target.value_type, mode)
+    values, child_bad = _conform_children(flat, target.value_type, mode)
     parents = pc.list_parent_indices(array).to_numpy()
     bad = {int(parents[i]): f"element {_show(flat[i].as_py())}: {reason}" for i, reason in child_bad.items()}
     if pa.types.is_fixed_size_list(target):
@@ -314,15 +314,24 @@ def _nested(array: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array,
     return out, bad
 
 
+def _conform_children(flat: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array, dict[int, str]]:
+    try:
+        return _conform(flat, target, mode)
+    except _Incompatible:
+        if mode != "json":
+            raise
+        # Elements of the wrong type blame their rows; empty lists and null elements stay valid.
+        wrong = np.flatnonzero(flat.is_valid().to_numpy(zero_copy_only=False)).tolist()
+        return pa.nulls(len(flat), _storage_of(target)), {i: _value_reason(flat[i].as_py(), target) for i in wrong}
+
+
 def _vector_checks(
     array: pa.Array, target: pa.DataType, flat: pa.Array, parents: np.ndarray, bad: dict[int, str]
 ) -> dict[int, str]:
     size = target.list_size
     lengths = pc.list_value_length(array)
     wrong = pc.and_(pc.not_equal(lengths, size), array.is_valid())
-    checked = {
-        i: "vector contains null values" for i in parents[flat.is_null().to_numpy(zero_copy_only=False)]
-    }
+    checked = {i: "vector contains null values" for i in parents[flat.is_null().to_numpy(zero_copy_only=False)]}
     checked.update(bad)
     lengths_np = lengths.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(wrong.to_numpy(zero_copy_only=False)):
@@ -489,9 +498,7 @@ class Validator:
         for index, row in enumerate(rows):
             extra = [key for key in row if key not in self._known]
             for key in extra:
-                problems.setdefault(index, []).append(
-                    f"unknown column {key!r} (columns are {self._column_list})"
-                )
+                problems.setdefault(index, []).append(f"unknown column {key!r} (columns are {self._column_list})")
 
     def _required(
         self,
@@ -514,9 +521,7 @@ class Validator:
 
     # Typed columns --------------------------------------------------------------------------------------
 
-    def validate_batch(
-        self, batch: pa.RecordBatch | pa.Table, *, mode: Mode = "arrow", offset: int = 0
-    ) -> Validated:
+    def validate_batch(self, batch: pa.RecordBatch | pa.Table, *, mode: Mode = "arrow", offset: int = 0) -> Validated:
         """Validate a typed batch (Arrow, Parquet, pandas; ``mode="text"`` for CSV text columns)."""
         self._check_schema(batch.schema, mode)
         problems: dict[int, list[str]] = {}
@@ -536,9 +541,7 @@ class Validator:
             if not target.nullable and array.null_count:
                 for position in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
                     if position not in bad:
-                        problems.setdefault(position, []).append(
-                            f"column {target.name!r} is null but not nullable"
-                        )
+                        problems.setdefault(position, []).append(f"column {target.name!r} is null but not nullable")
             columns.append(array)
 
         def raw(index: int) -> str:
@@ -558,9 +561,7 @@ class Validator:
             )
         missing = [f.name for f in self.logical if not f.nullable and f.name not in schema.names]
         if missing:
-            raise InvalidInput(
-                f"Missing required column(s) {missing} in the input for dataset {self.spec.name!r}."
-            )
+            raise InvalidInput(f"Missing required column(s) {missing} in the input for dataset {self.spec.name!r}.")
         for target in self.logical:
             if target.name not in schema.names:
                 continue

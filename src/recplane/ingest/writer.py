@@ -26,16 +26,22 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
+import orjson
 import pyarrow as pa
+import pyarrow.dataset as pads
 from deltalake import Transaction
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recplane.catalog import Catalog, IngestBatch
 from recplane.config import Settings
-from recplane.errors import BackendUnavailable, Overloaded, RecplaneError
+from recplane.errors import BackendUnavailable, InvalidInput, Overloaded, RecplaneError
+from recplane.ingest.dedup import ALREADY_COMMITTED, KeySource, split_duplicates
+from recplane.ingest.validation import dead_letters
 from recplane.lake.table import META_PREFIX, DeltaDataset
 
 __all__ = ["BatchLedger", "BulkWrite", "CommitOutcome", "LedgerEntry", "TableWriter"]
@@ -137,6 +143,7 @@ class _Batch:
     future: Future[CommitOutcome]
     transaction: Transaction | None = None
     idempotent: bool = True
+    dedup_key: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -159,6 +166,7 @@ class BulkWrite:
     author: str
     future: Future[CommitOutcome] = field(default_factory=Future)
     idempotent: bool = True
+    dedup_key: tuple[str, ...] = ()
     error: Exception | None = None
     accepted_rows: int = 0
 
@@ -229,12 +237,16 @@ class TableWriter:
         author: str,
         transaction: Transaction | None = None,
         idempotent: bool = True,
+        dedup_key: tuple[str, ...] = (),
     ) -> Future[CommitOutcome]:
         """Queue a validated batch; the future resolves once it is committed (raises Overloaded if full).
 
         ``idempotent=False`` marks a generated, never-repeated batch id, which skips the duplicate check.
+        Rows whose ``dedup_key`` is already committed (or repeated in the commit) go to the dead letters.
         """
-        item = _Batch(batch_id, accepted, rejected, schema_version, author, Future(), transaction, idempotent)
+        item = _Batch(
+            batch_id, accepted, rejected, schema_version, author, Future(), transaction, idempotent, dedup_key
+        )
         with self._lock:
             shared = self._join_inflight(batch_id)
             if shared is not None:
@@ -276,15 +288,10 @@ class TableWriter:
 
     def _admit(self, rows: int, nbytes: int) -> None:
         if self._closed:
-            raise BackendUnavailable(
-                f"Ingestion into {self.name!r} is shutting down; retry on a running server."
-            )
+            raise BackendUnavailable(f"Ingestion into {self.name!r} is shutting down; retry on a running server.")
         if self._pending_rows == 0:
             return  # an empty queue takes any batch, however large
-        if (
-            self._pending_rows + rows <= self._queue_rows
-            and self._pending_bytes + nbytes <= self._queue_bytes
-        ):
+        if self._pending_rows + rows <= self._queue_rows and self._pending_bytes + nbytes <= self._queue_bytes:
             return
         wait = min(30.0, max(0.1, self._pending_rows / self._rows_per_second))
         raise Overloaded(
@@ -323,11 +330,14 @@ class TableWriter:
             carry = None
             if item is _STOP:
                 return
-            if isinstance(item, BulkWrite):
-                self._commit_bulk(item)
-                continue
-            group, carry = self._gather(item)
-            self._commit_group(group)
+            try:
+                if isinstance(item, BulkWrite):
+                    self._commit_bulk(item)
+                    continue
+                group, carry = self._gather(item)
+                self._commit_group(group)
+            except Exception:  # the thread must outlive any one commit; its futures are settled already
+                log.exception("Ingestion writer of %s hit an unexpected error", self.name)
 
     def _gather(self, first: _Batch) -> tuple[list[_Batch], Any]:
         """Collect batches that share the first one's commit: until the wait is over or enough rows."""
@@ -340,7 +350,7 @@ class TableWriter:
             except queue.Empty:
                 break
             compatible = isinstance(item, _Batch) and item.accepted.schema.equals(first.accepted.schema)
-            if not compatible or item.schema_version != first.schema_version:
+            if not compatible or (item.schema_version, item.dedup_key) != (first.schema_version, first.dedup_key):
                 return group, item
             group.append(item)
             rows += item.rows
@@ -366,6 +376,8 @@ class TableWriter:
         fresh = [b for b in group if b.batch_id not in done]
         if not fresh:
             return outcomes
+        if fresh[0].dedup_key:
+            fresh = self._without_duplicates(fresh)
         ids = [b.batch_id for b in fresh]
         counts = {b.batch_id: [b.accepted.num_rows, b.rejected.num_rows] for b in fresh}
         metadata = {
@@ -393,10 +405,7 @@ class TableWriter:
         recorded_version = version if version is not None else self._main.table.version()
         self._ledger.record(
             self.name,
-            [
-                LedgerEntry(b.batch_id, recorded_version, b.accepted.num_rows, b.rejected.num_rows)
-                for b in fresh
-            ],
+            [LedgerEntry(b.batch_id, recorded_version, b.accepted.num_rows, b.rejected.num_rows) for b in fresh],
         )
         self._note_own_commit(version)
         for b in fresh:
@@ -409,12 +418,39 @@ class TableWriter:
             )
         return outcomes
 
+    def _existing_rows(self) -> pads.Dataset:
+        return self._main.refresh().to_pyarrow_dataset()
+
+    def _without_duplicates(self, group: list[_Batch]) -> list[_Batch]:
+        """The group with duplicate-key rows moved from accepted to rejected (earlier batches win)."""
+        sizes = [b.accepted.num_rows for b in group]
+        rows = pa.concat_tables([b.accepted for b in group])
+        split = split_duplicates(rows, list(group[0].dedup_key), [(ALREADY_COMMITTED, self._existing_rows())])
+        if not split.duplicate_rows:
+            return group
+        bounds = np.cumsum([0, *sizes])
+        owner = np.searchsorted(bounds, split.duplicate_rows, side="right") - 1
+        result = []
+        for index, batch in enumerate(group):
+            positions = np.flatnonzero(owner == index)
+            if positions.size == 0:
+                result.append(batch)
+                continue
+            mine = np.asarray(split.duplicate_rows)[positions]
+            keep = np.ones(batch.accepted.num_rows, dtype=bool)
+            keep[mine - bounds[index]] = False
+            reasons = [split.reasons[p] for p in positions]
+            dead = _duplicate_letters(rows.take(mine), reasons, batch.batch_id)
+            result.append(replace(batch, accepted=batch.accepted.filter(pa.array(keep)),
+                                  rejected=pa.concat_tables([batch.rejected, dead])))
+        return result
+
     def _commit_bulk(self, job: BulkWrite) -> None:
         started = time.monotonic()
         try:
             outcome = self._write_bulk(job)
         except Exception as exc:
-            self._fail([job.future], [job.batch_id], job.error or exc)
+            self._fail([job.future], [job.batch_id], _input_error(job.error) if job.error else exc)
         else:
             job.future.set_result(outcome)
             self._after_commit(outcome.accepted + outcome.rejected, time.monotonic() - started)
@@ -427,12 +463,17 @@ class TableWriter:
         if job.batch_id in done:
             return done[job.batch_id].outcome()
         metadata = {"batch_ids": [job.batch_id], "author": job.author, "schema_version": job.schema_version}
-        reader = pa.RecordBatchReader.from_batches(job.schema, job.stream())
+        duplicates: list[pa.Table] = []
+        stream = job.stream()
+        if job.dedup_key:
+            stream = _deduplicated(stream, list(job.dedup_key), self._existing_rows(), job.batch_id, duplicates)
+        reader = pa.RecordBatchReader.from_batches(job.schema, stream)
         version = self._append(self._main, self.name, reader, metadata)
         if job.error is not None:
             raise job.error
         # Rejects are known only once the stream is read, so here they follow the main commit.
-        dead = job.rejected()
+        dead = pa.concat_tables([job.rejected(), *duplicates])
+        job.accepted_rows -= sum(t.num_rows for t in duplicates)
         rejected_version = None
         if dead.num_rows:
             rejected_version = self._append(
@@ -537,15 +578,20 @@ class TableWriter:
         self._ledger.record(self.name, missing)
         self._reconciled_through = current
         if missing:
-            log.warning(
-                "Recovered %d ingestion batch(es) of %s from the Delta history", len(missing), self.name
-            )
+            log.warning("Recovered %d ingestion batch(es) of %s from the Delta history", len(missing), self.name)
         return len(missing)
 
     def _note_own_commit(self, version: int | None) -> None:
         # Our own commit is recorded already; skip it in the next reconcile unless others committed between.
         if version is not None and self._reconciled_through == version - 1:
             self._reconciled_through = version
+
+
+def _input_error(error: Exception) -> Exception:
+    """An error raised while reading or validating a streamed input is the input's fault (422)."""
+    if isinstance(error, RecplaneError):
+        return error
+    return InvalidInput(f"Reading the input failed after part of it was streamed: {error}. Nothing was written.")
 
 
 def _batches_of(commit: dict[str, Any]) -> list[LedgerEntry]:
@@ -582,3 +628,32 @@ def _transactions(batches: list[_Batch]) -> list[Transaction] | None:
         if txn is not None and (txn.app_id not in newest or txn.version > newest[txn.app_id].version):
             newest[txn.app_id] = txn
     return list(newest.values()) or None
+
+
+def _duplicate_letters(rows: pa.Table, reasons: list[str], batch_id: str) -> pa.Table:
+    raw = [orjson.dumps(row, default=str).decode() for row in rows.to_pylist()]
+    return dead_letters(raw, reasons, batch_id=batch_id, source="dedup", received_at=datetime.now(UTC))
+
+
+def _deduplicated(
+    batches: Iterator[pa.RecordBatch],
+    key: list[str],
+    existing: pads.Dataset,
+    batch_id: str,
+    duplicates: list[pa.Table],
+) -> Iterator[pa.RecordBatch]:
+    """Drop rows whose key is committed or seen earlier in this stream; their dead letters go to ``duplicates``.
+
+    The keys seen so far are kept in memory (key columns only) for the length of one bulk write.
+    """
+    seen: list[pa.Table] = []
+    for batch in batches:
+        rows = pa.Table.from_batches([batch])
+        sources: list[KeySource] = [(ALREADY_COMMITTED, existing)]
+        if seen:
+            sources.append(("repeated earlier in this load", pa.concat_tables(seen)))
+        split = split_duplicates(rows, key, sources)
+        if split.duplicate_rows:
+            duplicates.append(_duplicate_letters(rows.take(split.duplicate_rows), split.reasons, batch_id))
+        seen.append(split.unique.select(key))
+        yield from split.unique.to_batches()

@@ -12,7 +12,8 @@ import pytest
 from recplane.auth import ADMIN
 from recplane.catalog import Catalog
 from recplane.config import Settings
-from recplane.ingest import IngestService
+from recplane.ingest import IngestService, Validator
+from recplane.ingest.sources import RowChunk
 from recplane.lake import DatasetService, DatasetSpec, load_spec
 
 EVENTS_SPEC: dict[str, Any] = {
@@ -40,6 +41,11 @@ def event_rows(count: int, *, start: int = 0) -> list[dict[str, Any]]:
         {"user_id": i, "item_id": i % 7, "rating": 1.5, "ts": "2026-01-01T00:00:00Z", "tags": ["a"]}
         for i in range(start, start + count)
     ]
+
+
+def storage_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Valid rows of ``events`` in its storage schema (as a committed batch holds them)."""
+    return Validator(events_spec()).validate_rows(RowChunk(rows)).accepted
 
 
 @dataclass

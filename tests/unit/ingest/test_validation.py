@@ -188,12 +188,13 @@ def test_typed_batch_rejects_bad_values_with_checked_casts() -> None:
 def test_typed_timestamps_of_any_unit_and_zone_become_utc_microseconds() -> None:
     naive = pa.array([1_000_000_000], pa.timestamp("ns"))
     zoned = pa.array([datetime(2026, 1, 1, 12, tzinfo=UTC)], pa.timestamp("ms", tz="Europe/Paris"))
-    for column in (naive, zoned):
+    for column, moment in (
+        (naive, datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)),
+        (zoned, datetime(2026, 1, 1, 12, tzinfo=UTC)),
+    ):
         result = VALIDATOR.validate_batch(pa.table({"user_id": [1], "ts": column}))
         assert result.accepted.schema.field("ts").type == pa.timestamp("us", tz="UTC")
-        assert result.accepted.column("ts").cast(pa.int64()).to_pylist()[0] == column.cast(pa.int64())[0].as_py() * (
-            1 if column.type.unit == "us" else 1000 if column.type.unit == "ms" else 1
-        ) // (1000 if column.type.unit == "ns" else 1)
+        assert result.accepted.column("ts").to_pylist() == [moment]
 
 
 @pytest.mark.parametrize(
@@ -229,8 +230,7 @@ def test_csv_text_is_parsed_into_the_declared_types() -> None:
     assert result.accepted.column("ts").to_pylist() == [datetime(2026, 1, 1, tzinfo=UTC)] * 2
     assert result.rejected_reasons == [
         "column 'user_id': value 'x' is not int64",
-        "missing required column 'user_id'".replace("missing required column", "column")
-        + " is null but not nullable",
+        "column 'user_id' is null but not nullable",
     ]
 
 
@@ -275,9 +275,7 @@ values = {
     "tags": st.one_of(st.lists(st.text(max_size=3), max_size=3), junk),
 }
 rows_strategy = st.lists(
-    st.fixed_dictionaries(
-        {}, optional={**values, "extra": st.integers()}
-    ),
+    st.fixed_dictionaries({}, optional={**values, "extra": st.integers()}),
     max_size=25,
 )
 
@@ -302,8 +300,9 @@ def expected(column: str, value: Any) -> tuple[bool, Any]:
         return isinstance(value, bool), value
     if column == "ts":
         if is_number:
-            ok = EPOCH[0] <= value <= EPOCH[1]
-            return ok, datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=round(value * 1_000_000))
+            if not EPOCH[0] <= value <= EPOCH[1]:
+                return False, None
+            return True, datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=round(value * 1_000_000))
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value)
