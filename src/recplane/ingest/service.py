@@ -25,10 +25,9 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 from deltalake import Transaction
-from sqlalchemy import select
 
 from recplane.auth import ADMIN, Principal
-from recplane.catalog import Catalog, DatasetRecord
+from recplane.catalog import Catalog
 from recplane.config import Settings
 from recplane.errors import BackendUnavailable, InvalidInput, PayloadTooLarge
 from recplane.ingest.result import MAX_REASON_SAMPLES, IngestResult, RejectedRow
@@ -108,7 +107,6 @@ class IngestService:
         self._catalog = catalog
         self._datasets = datasets
         self._settings = settings
-        self._known: dict[str, tuple[tuple[str, datetime], OpenDataset]] = {}
         self._ledger = BatchLedger(catalog)
         self._writers: dict[str, TableWriter] = {}
         self._validators: dict[tuple[str, str], Validator] = {}
@@ -175,7 +173,7 @@ class IngestService:
             )
         if name.endswith(REJECTED_SUFFIX):
             raise InvalidInput(f"{name!r} is a dead-letter dataset, written only by recplane's validation.")
-        opened = self._open(name, principal)
+        opened = self._datasets.open(name, principal=principal)
         key = self._batch_id(batch_id)
         # A repeated batch id is answered by the writer, which checks all ids of a group in one query.
         writer = self._writer(opened)
@@ -216,22 +214,6 @@ class IngestService:
     def writer(self, name: str, *, principal: Principal = ADMIN) -> TableWriter:
         """The writer of dataset ``name`` (started on first use)."""
         return self._writer(self._datasets.open(name, principal=principal))
-
-    def _open(self, name: str, principal: Principal) -> OpenDataset:
-        """The dataset, reopened only when its catalog record changed (opening refreshes its Delta log)."""
-        query = select(DatasetRecord.team, DatasetRecord.location, DatasetRecord.updated_at).where(
-            DatasetRecord.name == name
-        )
-        with self._catalog.session() as session:
-            record = session.execute(query).one_or_none()
-        known = self._known.get(name)
-        if record is None or known is None or known[0] != (record.location, record.updated_at):
-            opened = self._datasets.open(name, principal=principal)
-            if record is not None:
-                self._known[name] = ((record.location, record.updated_at), opened)
-            return opened
-        principal.require(record.team, f"Dataset {name!r}")
-        return known[1]
 
     def _batch_id(self, batch_id: str | None) -> str:
         if batch_id is None:

@@ -115,6 +115,7 @@ class DatasetService:
         self._catalog = catalog
         self._settings = settings
         self._handles: dict[str, DeltaDataset] = {}
+        self._opened: dict[str, tuple[tuple[object, ...], OpenDataset]] = {}
         self._write_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -162,7 +163,8 @@ class DatasetService:
 
     def get(self, name: str, *, principal: Principal) -> DatasetInfo:
         """Facts about one dataset."""
-        return self._info(self._record(name, principal))
+        record = self._record(name, principal)
+        return self._info(record, self._handle(record).version())
 
     def list(self, *, principal: Principal) -> list[DatasetInfo]:
         """Every dataset the caller may see (its team's; all for the administrator), by name."""
@@ -171,12 +173,27 @@ class DatasetService:
             query = query.where(DatasetRecord.team == principal.team)
         with self._catalog.session() as session:
             records = list(session.scalars(query))
-        return [self._info(record) for record in records]
+        return [self._info(record, self._handle(record).version()) for record in records]
 
     def open(self, name: str, *, principal: Principal) -> OpenDataset:
-        """The dataset's info, current spec and (cached) Delta handle, for writers and checks."""
+        """The dataset's info, current spec and (cached) Delta handle, for writers and checks.
+
+        Cheap on the hot path: one catalog query; the parsed spec and handle are reused until the catalog
+        record changes. ``info.current_version`` is the version the handle last saw (refresh for newer).
+        """
         record = self._record(name, principal)
-        return OpenDataset(self._info(record), DatasetSpec.model_validate(record.spec), self._handle(record))
+        stamp = (record.location, record.updated_at, record.schema_version)
+        with self._lock:
+            cached = self._opened.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        handle = self._handle(record)
+        opened = OpenDataset(
+            self._info(record, handle.version()), DatasetSpec.model_validate(record.spec), handle
+        )
+        with self._lock:
+            self._opened[name] = (stamp, opened)
+        return opened
 
     def read(
         self,
@@ -236,7 +253,7 @@ class DatasetService:
         period, event_time = opened.spec.retention_period, opened.spec.event_time
         if period is None or event_time is None:
             message = f"Dataset {name!r} has no retention; nothing to do."
-            return MaintenanceResult(dataset=name, operation="retention", version=opened.info.current_version,
+            return MaintenanceResult(dataset=name, operation="retention", version=opened.table.version(),
                                      details={"message": message})
         with self.write_lock(name):
             return retain_table(name, opened.table, event_time=event_time, retention=period,
@@ -346,7 +363,7 @@ class DatasetService:
             rows = list(session.scalars(query))
         return SchemaTimeline([SchemaEntry(r.schema_version, r.first_delta_version, r.columns) for r in rows])
 
-    def _info(self, record: DatasetRecord) -> DatasetInfo:
+    def _info(self, record: DatasetRecord, current_version: int) -> DatasetInfo:
         return DatasetInfo(
             name=record.name,
             team=record.team,
@@ -354,7 +371,7 @@ class DatasetService:
             location=record.location,
             schema_version=record.schema_version,
             spec=record.spec,
-            current_version=self._handle(record).version(),
+            current_version=current_version,
             created_at=_aware(record.created_at),
             updated_at=_aware(record.updated_at),
         )
