@@ -7,15 +7,26 @@ dataset's single writer, against the snapshot it is about to commit on top of.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-__all__ = ["ALREADY_COMMITTED", "DuplicateSplit", "KeySource", "split_duplicates"]
+from recplane.ingest.validation import dead_letters
+
+__all__ = [
+    "ALREADY_COMMITTED",
+    "DuplicateSplit",
+    "KeySource",
+    "deduplicated",
+    "duplicate_letters",
+    "split_duplicates",
+]
 
 ALREADY_COMMITTED = "already in the dataset"
 KeySource = tuple[str, pads.Dataset | pa.Table]
@@ -81,3 +92,33 @@ def split_duplicates(rows: pa.Table, key: list[str], sources: Sequence[KeySource
     duplicates = np.flatnonzero(~keep)
     reasons = [f"duplicate dedup key ({_describe(keys, int(i))}): {why[i]}" for i in duplicates]
     return DuplicateSplit(rows.filter(pa.array(keep)), duplicates.tolist(), reasons)
+
+
+def duplicate_letters(rows: pa.Table, reasons: list[str], batch_id: str) -> pa.Table:
+    """Dead-letter rows for duplicates: the row as JSON text and the reason."""
+    raw = [orjson.dumps(row, default=str).decode() for row in rows.to_pylist()]
+    return dead_letters(raw, reasons, batch_id=batch_id, source="dedup", received_at=datetime.now(UTC))
+
+
+def deduplicated(
+    batches: Iterator[pa.RecordBatch],
+    key: list[str],
+    existing: pads.Dataset,
+    batch_id: str,
+    duplicates: list[pa.Table],
+) -> Iterator[pa.RecordBatch]:
+    """Drop rows whose key is committed or seen earlier in this stream; their dead letters go to ``duplicates``.
+
+    The keys seen so far are kept in memory (key columns only) for the length of one bulk write.
+    """
+    seen: list[pa.Table] = []
+    for batch in batches:
+        rows = pa.Table.from_batches([batch])
+        sources: list[KeySource] = [(ALREADY_COMMITTED, existing)]
+        if seen:
+            sources.append(("repeated earlier in this load", pa.concat_tables(seen)))
+        split = split_duplicates(rows, key, sources)
+        if split.duplicate_rows:
+            duplicates.append(duplicate_letters(rows.take(split.duplicate_rows), split.reasons, batch_id))
+        seen.append(split.unique.select(key))
+        yield from split.unique.to_batches()

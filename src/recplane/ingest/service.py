@@ -30,10 +30,11 @@ from recplane.auth import ADMIN, Principal
 from recplane.catalog import Catalog
 from recplane.config import Settings
 from recplane.errors import BackendUnavailable, InvalidInput, PayloadTooLarge
+from recplane.ingest.ledger import BatchLedger, CommitOutcome
 from recplane.ingest.result import MAX_REASON_SAMPLES, IngestResult, RejectedRow
 from recplane.ingest.sources import Chunk, IngestSource, Mode, RowChunk, read_input
 from recplane.ingest.validation import Validated, Validator, dead_letters
-from recplane.ingest.writer import BatchLedger, BulkWrite, CommitOutcome, TableWriter
+from recplane.ingest.writer import BulkWrite, TableWriter
 from recplane.lake.datasets import REJECTED_SUFFIX, OpenDataset, rejected_name
 from recplane.lake.table import DeltaDataset
 

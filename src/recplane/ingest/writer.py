@@ -26,99 +26,25 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import Transaction
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from recplane.catalog import Catalog, IngestBatch
 from recplane.config import Settings
 from recplane.errors import BackendUnavailable, InvalidInput, Overloaded, RecplaneError
-from recplane.ingest.dedup import ALREADY_COMMITTED, KeySource, split_duplicates
-from recplane.ingest.validation import dead_letters
+from recplane.ingest.dedup import ALREADY_COMMITTED, deduplicated, duplicate_letters, split_duplicates
+from recplane.ingest.ledger import BatchLedger, CommitOutcome, LedgerEntry
 from recplane.lake.table import META_PREFIX, DeltaDataset
 
-__all__ = ["BatchLedger", "BulkWrite", "CommitOutcome", "LedgerEntry", "TableWriter"]
+__all__ = ["BulkWrite", "CommitTarget", "TableWriter"]
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.5
 _COMPACT_EVERY_S = 60.0
-
-
-@dataclass(frozen=True)
-class CommitOutcome:
-    """Where one batch landed. ``version`` is None when it had no accepted rows."""
-
-    batch_id: str
-    accepted: int
-    rejected: int
-    version: int | None
-    rejected_version: int | None = None
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One recorded batch: the catalog's IngestBatch row."""
-
-    batch_id: str
-    delta_version: int
-    accepted: int
-    rejected: int
-
-    def outcome(self) -> CommitOutcome:
-        """The answer to a retry of this batch."""
-        version = self.delta_version if self.accepted else None
-        return CommitOutcome(self.batch_id, self.accepted, self.rejected, version, None, duplicate=True)
-
-
-class BatchLedger:
-    """The catalog's record of committed ingestion batches (the idempotency keys)."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-
-    def lookup(self, dataset: str, batch_ids: list[str]) -> dict[str, LedgerEntry]:
-        """The recorded entries among ``batch_ids``."""
-        if not batch_ids:
-            return {}
-        query = select(IngestBatch).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
-        with self._catalog.session() as session:
-            rows = list(session.scalars(query))
-        return {r.batch_id: LedgerEntry(r.batch_id, r.delta_version, r.accepted, r.rejected) for r in rows}
-
-    def newest_version(self, dataset: str) -> int | None:
-        """The newest Delta version any recorded batch of ``dataset`` went into."""
-        query = select(func.max(IngestBatch.delta_version)).where(IngestBatch.dataset == dataset)
-        with self._catalog.session() as session:
-            return session.scalar(query)
-
-    def record(self, dataset: str, entries: list[LedgerEntry]) -> None:
-        """Record entries; ones recorded already (by a reconcile or another process) are left as they are."""
-        if not entries:
-            return
-        values = [
-            {
-                "dataset": dataset,
-                "batch_id": e.batch_id,
-                "delta_version": e.delta_version,
-                "accepted": e.accepted,
-                "rejected": e.rejected,
-            }
-            for e in entries
-        ]
-        dialect = self._catalog.engine.dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
-        with self._catalog.session() as session:
-            session.execute(statement, values)
 
 
 class CommitTarget(Protocol):
@@ -440,7 +366,7 @@ class TableWriter:
             keep = np.ones(batch.accepted.num_rows, dtype=bool)
             keep[mine - bounds[index]] = False
             reasons = [split.reasons[p] for p in positions]
-            dead = _duplicate_letters(rows.take(mine), reasons, batch.batch_id)
+            dead = duplicate_letters(rows.take(mine), reasons, batch.batch_id)
             result.append(replace(batch, accepted=batch.accepted.filter(pa.array(keep)),
                                   rejected=pa.concat_tables([batch.rejected, dead])))
         return result
@@ -466,7 +392,7 @@ class TableWriter:
         duplicates: list[pa.Table] = []
         stream = job.stream()
         if job.dedup_key:
-            stream = _deduplicated(stream, list(job.dedup_key), self._existing_rows(), job.batch_id, duplicates)
+            stream = deduplicated(stream, list(job.dedup_key), self._existing_rows(), job.batch_id, duplicates)
         reader = pa.RecordBatchReader.from_batches(job.schema, stream)
         version = self._append(self._main, self.name, reader, metadata)
         if job.error is not None:
@@ -628,32 +554,3 @@ def _transactions(batches: list[_Batch]) -> list[Transaction] | None:
         if txn is not None and (txn.app_id not in newest or txn.version > newest[txn.app_id].version):
             newest[txn.app_id] = txn
     return list(newest.values()) or None
-
-
-def _duplicate_letters(rows: pa.Table, reasons: list[str], batch_id: str) -> pa.Table:
-    raw = [orjson.dumps(row, default=str).decode() for row in rows.to_pylist()]
-    return dead_letters(raw, reasons, batch_id=batch_id, source="dedup", received_at=datetime.now(UTC))
-
-
-def _deduplicated(
-    batches: Iterator[pa.RecordBatch],
-    key: list[str],
-    existing: pads.Dataset,
-    batch_id: str,
-    duplicates: list[pa.Table],
-) -> Iterator[pa.RecordBatch]:
-    """Drop rows whose key is committed or seen earlier in this stream; their dead letters go to ``duplicates``.
-
-    The keys seen so far are kept in memory (key columns only) for the length of one bulk write.
-    """
-    seen: list[pa.Table] = []
-    for batch in batches:
-        rows = pa.Table.from_batches([batch])
-        sources: list[KeySource] = [(ALREADY_COMMITTED, existing)]
-        if seen:
-            sources.append(("repeated earlier in this load", pa.concat_tables(seen)))
-        split = split_duplicates(rows, key, sources)
-        if split.duplicate_rows:
-            duplicates.append(_duplicate_letters(rows.take(split.duplicate_rows), split.reasons, batch_id))
-        seen.append(split.unique.select(key))
-        yield from split.unique.to_batches()

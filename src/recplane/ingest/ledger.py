@@ -1,0 +1,82 @@
+"""The ingestion ledger: committed batch ids in the catalog, so a retried batch is answered, not re-appended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from recplane.catalog import Catalog, IngestBatch
+
+__all__ = ["BatchLedger", "CommitOutcome", "LedgerEntry"]
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """Where one batch landed. ``version`` is None when it had no accepted rows."""
+
+    batch_id: str
+    accepted: int
+    rejected: int
+    version: int | None
+    rejected_version: int | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One recorded batch: the catalog's IngestBatch row."""
+
+    batch_id: str
+    delta_version: int
+    accepted: int
+    rejected: int
+
+    def outcome(self) -> CommitOutcome:
+        """The answer to a retry of this batch."""
+        version = self.delta_version if self.accepted else None
+        return CommitOutcome(self.batch_id, self.accepted, self.rejected, version, None, duplicate=True)
+
+
+class BatchLedger:
+    """The catalog's record of committed ingestion batches (the idempotency keys)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def lookup(self, dataset: str, batch_ids: list[str]) -> dict[str, LedgerEntry]:
+        """The recorded entries among ``batch_ids``."""
+        if not batch_ids:
+            return {}
+        query = select(IngestBatch).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
+        with self._catalog.session() as session:
+            rows = list(session.scalars(query))
+        return {r.batch_id: LedgerEntry(r.batch_id, r.delta_version, r.accepted, r.rejected) for r in rows}
+
+    def newest_version(self, dataset: str) -> int | None:
+        """The newest Delta version any recorded batch of ``dataset`` went into."""
+        query = select(func.max(IngestBatch.delta_version)).where(IngestBatch.dataset == dataset)
+        with self._catalog.session() as session:
+            return session.scalar(query)
+
+    def record(self, dataset: str, entries: list[LedgerEntry]) -> None:
+        """Record entries; ones recorded already (by a reconcile or another process) are left as they are."""
+        if not entries:
+            return
+        values = [
+            {
+                "dataset": dataset,
+                "batch_id": e.batch_id,
+                "delta_version": e.delta_version,
+                "accepted": e.accepted,
+                "rejected": e.rejected,
+            }
+            for e in entries
+        ]
+        dialect = self._catalog.engine.dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
+        with self._catalog.session() as session:
+            session.execute(statement, values)
