@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     compact_after_files: int = Field(
         256, ge=0, description="Compact a dataset automatically once it has this many files (0 = never)."
     )
+    movielens_path: Path | None = Field(
+        None, description="MovieLens-100K source: RecBole wheel or folder, GroupLens ml-100k folder or zip."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
 
     @classmethod

@@ -10,7 +10,6 @@ needs to know where the data came from. Zips and wheels are read in place, never
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recplane.config import Settings
 from recplane.errors import InvalidInput, NotFound
 
 __all__ = [
@@ -178,9 +178,9 @@ def find_movielens_source(path: str | Path | None = None, *, home: Path | None =
     """
     if path is not None:
         return _require_source(Path(path))
-    configured = os.environ.get(MOVIELENS_PATH_ENV)
+    configured = Settings().movielens_path
     if configured:
-        return _require_source(Path(configured), via=f" (from {MOVIELENS_PATH_ENV})")
+        return _require_source(configured, via=f" (from {MOVIELENS_PATH_ENV})")
     looked: list[str] = []
     for candidate in _default_candidates(home, looked):
         found = _source_at(candidate)
@@ -210,7 +210,7 @@ def _default_candidates(home: Path | None, looked: list[str]) -> Iterator[Path]:
     installed = _installed_recbole_folder()
     if installed is not None:
         yield installed
-    home = home or Path(os.environ.get("RECPLANE_HOME", ".recplane"))
+    home = home or Settings().home
     for folder in (Path(".cache"), Path("."), home / "cache"):
         looked.append(f"{folder}/{RECBOLE_WHEEL_GLOB}")
         if folder.is_dir():
