@@ -64,9 +64,7 @@ def _value_reason(value: Any, target: pa.DataType) -> str:
     return f"value {_show(value)} is not {type_name(target)}"
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Converting one Arrow array to a target type
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _normalised(array: pa.Array) -> pa.Array:
@@ -300,9 +298,7 @@ def _json_cells(array: pa.Array) -> list[Any]:
     return cells
 
 
-# ---------------------------------------------------------------------------------------------------------
 # JSON values (Python objects) of one column
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _has_map(target: pa.DataType) -> bool:
@@ -370,8 +366,3 @@ def _conform_each(values: list[Any], target: pa.DataType) -> tuple[pa.Array, dic
         if part_bad:
             bad[index] = part_bad[0]
     return (pa.concat_arrays(pieces) if pieces else pa.array([], out_type)), bad
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Whole chunks
-# ---------------------------------------------------------------------------------------------------------

@@ -114,7 +114,6 @@ class IngestService:
         self._lock = threading.Lock()
         self._closed = False
 
-    # Entry points ----------------------------------------------------------------------------------------
 
     def ingest(
         self,
@@ -210,7 +209,6 @@ class IngestService:
         for writer in writers:
             writer.close()
 
-    # Internals -------------------------------------------------------------------------------------------
 
     def writer(self, name: str, *, principal: Principal = ADMIN) -> TableWriter:
         """The writer of dataset ``name`` (started on first use)."""

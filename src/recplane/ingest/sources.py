@@ -105,9 +105,7 @@ def row_json(row: Any) -> str:
         return repr(row)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Bodies and JSON text
-# ---------------------------------------------------------------------------------------------------------
 
 
 def parse_body(body: bytes | bytearray | memoryview, *, first_line: int = 1, offset: int = 0) -> RowChunk:
@@ -154,9 +152,7 @@ def parse_ndjson(data: bytes, *, first_line: int = 1, offset: int = 0) -> RowChu
     return RowChunk(rows, offset, text)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Files
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _parquet_source(path: Path, batch_rows: int) -> IngestSource:
@@ -242,9 +238,7 @@ def _path_source(path: Path, batch_rows: int) -> IngestSource:
     raise InvalidInput(f"Cannot tell the format of {path}; ingestion reads {_SUFFIXES}.")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Any input
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _rows_source(chunk: RowChunk, description: str) -> IngestSource:

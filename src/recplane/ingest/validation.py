@@ -100,7 +100,6 @@ class Validator:
         self._column_list = ", ".join(self.logical.names)
         self._checked_schemas: set[tuple[pa.Schema, str]] = set()
 
-    # JSON rows -------------------------------------------------------------------------------------------
 
     def validate_rows(self, chunk: RowChunk) -> Validated:
         """Validate JSON-like rows (dicts); rows that are not objects or not JSON are rejected."""
@@ -162,7 +161,6 @@ class Validator:
             else:
                 problems.setdefault(position, []).append(f"missing required column {name!r}")
 
-    # Typed columns --------------------------------------------------------------------------------------
 
     def validate_batch(self, batch: pa.RecordBatch | pa.Table, *, mode: Mode = "arrow", offset: int = 0) -> Validated:
         """Validate a typed batch (Arrow, Parquet, pandas; ``mode="text"`` for CSV text columns)."""
@@ -216,7 +214,6 @@ class Validator:
                 )
         self._checked_schemas.add((schema, mode))
 
-    # ---------------------------------------------------------------------------------------------------
 
     def _finish(
         self,

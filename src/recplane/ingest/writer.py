@@ -151,7 +151,6 @@ class TableWriter:
         self._thread = threading.Thread(target=self._run, name=f"recplane-writer-{name}", daemon=True)
         self._thread.start()
 
-    # Submitting ------------------------------------------------------------------------------------------
 
     def submit(
         self,
@@ -232,7 +231,6 @@ class TableWriter:
         """Rows submitted but not yet committed."""
         return self._pending_rows
 
-    # Closing ---------------------------------------------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued, then stop the thread. Later submits are refused."""
@@ -243,7 +241,6 @@ class TableWriter:
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
-    # The thread ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -483,7 +480,6 @@ class TableWriter:
 
         threading.Thread(target=compact, name=f"recplane-compact-{self.name}", daemon=True).start()
 
-    # Recovering ------------------------------------------------------------------------------------------
 
     def reconcile(self) -> int:
         """Record batch ids found in Delta commits newer than the catalog knows; returns how many were new."""
