@@ -17,10 +17,11 @@ __all__ = ["bench"]
 
 
 def _benchmarks_root() -> Path:
-    candidates = [Path(os.environ.get("RECPLANE_BENCHMARKS", "")), Path.cwd() / "benchmarks",
-                  Path(__file__).resolve().parents[3] / "benchmarks"]
+    configured = os.environ.get("RECPLANE_BENCHMARKS")
+    candidates = [Path(configured)] if configured else []
+    candidates += [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[3] / "benchmarks"]
     for candidate in candidates:
-        if str(candidate) and (candidate / "README.md").is_file():
+        if (candidate / "README.md").is_file():
             return candidate
     raise typer.BadParameter("No benchmarks/ folder found: run from a recplane checkout or set RECPLANE_BENCHMARKS.")
 

@@ -72,6 +72,11 @@ class RankingModel(RecModel):
     """A model that scores (user, item, context) rows: one logit per task."""
 
     def predict(self, batch: Batch) -> dict[str, Tensor]:
-        """Probabilities per task (sigmoid of the logits), for evaluation and serving."""
+        """Probabilities per task (sigmoid of the logits), for evaluation and serving.
+
+        Only the signature's tasks are converted: ``forward`` may also return auxiliary outputs (the sparse
+        MoE ranker's balance loss and expert load).
+        """
         with torch.no_grad():
-            return {task: torch.sigmoid(logit) for task, logit in self.forward(batch).items()}
+            outputs = self.forward(batch)
+            return {task: torch.sigmoid(outputs[task]) for task in self.signature().tasks}

@@ -1,0 +1,183 @@
+"""LightGCN (He et al. 2020): user and item embeddings smoothed over the user-item graph, trained with BPR.
+
+The symmetric-normalised bipartite adjacency ``D^-1/2 A D^-1/2`` is built once from the training interactions
+and kept as a CSR matrix. Each forward propagates the ego embeddings through ``num_layers`` sparse products
+and averages the layers; BPR scores use the averaged vectors and L2 applies to the ego vectors of the batch
+(RecBole's recipe).
+
+Why a custom autograd function: the adjacency is symmetric, so the backward of ``A @ X`` is ``A @ grad`` — the
+same fast CSR product. Autograd's own CSR backward was 25-60x slower here (74-185 ms against 3 ms for a
+three-layer forward and backward at ml-100k size). In eval mode the propagated embeddings are computed once
+and cached until ``train()``, ``load_state_dict`` or :meth:`LightGCN.invalidate_cache`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recplane.models.base import Batch, ModelSignature, RetrievalModel
+from recplane.models.embeddings import FixedEmbedding
+from recplane.models.mf import bpr_loss, l2_penalty, mask_padding_item, negatives_2d
+
+__all__ = ["LightGCN", "normalized_adjacency"]
+
+
+def normalized_adjacency(user_ids: Tensor, item_ids: Tensor, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:
+    """``(indices [2, nnz], values [nnz])`` of ``D^-1/2 A D^-1/2`` over ``num_users + num_items`` nodes.
+
+    Users are nodes ``0..num_users-1``, item ``i`` is node ``num_users + i``; repeated interactions count once.
+    """
+    if user_ids.shape != item_ids.shape:
+        raise ValueError(f"user_ids {tuple(user_ids.shape)} and item_ids {tuple(item_ids.shape)} differ in shape.")
+    users, items = user_ids.reshape(-1).to(torch.int64), item_ids.reshape(-1).to(torch.int64)
+    if users.numel() and (int(users.max()) >= num_users or int(items.max()) >= num_items or int(users.min()) < 0):
+        raise ValueError(f"Interaction ids out of range: users must be < {num_users}, items < {num_items}.")
+    pairs = torch.unique(users * num_items + items)
+    users, items = pairs // num_items, pairs % num_items + num_users
+    rows = torch.cat([users, items])
+    cols = torch.cat([items, users])
+    degree = torch.bincount(rows, minlength=num_users + num_items).to(torch.float32)
+    inv_sqrt = degree.clamp(min=1.0).pow(-0.5)
+    values = inv_sqrt[rows] * inv_sqrt[cols]
+    # Row-major order, as CSR wants.
+    order = torch.argsort(rows * (num_users + num_items) + cols)
+    return torch.stack([rows[order], cols[order]]), values[order]
+
+
+class _SymmetricSpmm(torch.autograd.Function):
+    """``adjacency @ x`` whose backward reuses the (symmetric) adjacency: ``grad_x = adjacency @ grad``."""
+
+    @staticmethod
+    def forward(ctx: Any, adjacency: Tensor, x: Tensor) -> Tensor:
+        ctx.adjacency = adjacency
+        return adjacency @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        return None, ctx.adjacency @ grad
+
+
+class LightGCN(RetrievalModel):
+    """LightGCN over the given training interactions (ids ``1..num-1``; 0 = padding and has no edges)."""
+
+    adjacency_indices: Tensor
+    adjacency_values: Tensor
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        user_ids: Tensor,
+        item_ids: Tensor,
+        dim: int = 64,
+        *,
+        num_layers: int = 3,
+        l2: float = 1e-5,
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"LightGCN num_layers must be >= 0, got {num_layers}.")
+        self.num_users = num_users
+        self.num_items = num_items
+        self.num_layers = num_layers
+        self.l2 = l2
+        self.user_table = FixedEmbedding(num_users, dim, init_std=init_std)
+        self.item_table = FixedEmbedding(num_items, dim, init_std=init_std)
+        indices, values = normalized_adjacency(user_ids, item_ids, num_users, num_items)
+        # The normalised edges are state (saved with the weights), the CSR matrix is derived from them.
+        self.register_buffer("adjacency_indices", indices)
+        self.register_buffer("adjacency_values", values)
+        self._adjacency: Tensor | None = None
+        self._cache: tuple[Tensor, Tensor] | None = None
+
+    def _csr(self) -> Tensor:
+        if self._adjacency is None or self._adjacency.device != self.adjacency_values.device:
+            nodes = self.num_users + self.num_items
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+                self._adjacency = torch.sparse_coo_tensor(
+                    self.adjacency_indices, self.adjacency_values, (nodes, nodes), check_invariants=False
+                ).to_sparse_csr()
+        return self._adjacency
+
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        """``(users [num_users, D], items [num_items, D])``: the mean of the ego and propagated layers."""
+        if self.training:
+            return self._propagate()
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = self._propagate()
+        return self._cache
+
+    def _propagate(self) -> tuple[Tensor, Tensor]:
+        ego = torch.cat([self.user_table.weight, self.item_table.weight])
+        adjacency = self._csr()
+        layer, total = ego, ego
+        for _ in range(self.num_layers):
+            layer = _SymmetricSpmm.apply(adjacency, layer)
+            total = total + layer
+        users, items = torch.split(total / (self.num_layers + 1), [self.num_users, self.num_items])
+        return users, items
+
+    def invalidate_cache(self) -> None:
+        """Forget the eval-mode propagated embeddings (call after changing weights in eval mode)."""
+        self._cache = None
+
+    def train(self, mode: bool = True) -> LightGCN:
+        self._cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache = None
+        self._adjacency = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def signature(self) -> ModelSignature:
+        return ModelSignature(
+            inputs={
+                "user_id": "int64[B]",
+                "item_id": "int64[B]",
+                "neg_item_id": "int64[B] or int64[B,K] (training only)",
+            },
+            outputs={"score": "float32[B]", "neg_score": "float32[B,K] (when neg_item_id is given)"},
+        )
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        users, items = self.propagate()
+        # F.embedding rather than indexing: its backward beats index_put's accumulate, most on busy threads.
+        user_vec = F.embedding(batch["user_id"], users)
+        item_ids = batch["item_id"].unsqueeze(-1)
+        if "neg_item_id" in batch:
+            item_ids = torch.cat([item_ids, negatives_2d(batch)], dim=1)
+        scores = torch.einsum("bd,bkd->bk", user_vec, F.embedding(item_ids, items))
+        outputs = {"score": scores[:, 0]}
+        if scores.shape[1] > 1:
+            outputs["neg_score"] = scores[:, 1:]
+        return outputs
+
+    def loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
+        if "neg_score" not in outputs:
+            raise ValueError("LightGCN.loss needs negatives: the batch given to forward lacked 'neg_item_id'.")
+        loss = bpr_loss(outputs["score"], outputs["neg_score"])
+        if self.l2 > 0:
+            items = torch.cat([batch["item_id"].unsqueeze(-1), negatives_2d(batch)], dim=1)
+            ego = (self.user_table(batch["user_id"]), self.item_table(items))
+            loss = loss + self.l2 * l2_penalty(*ego, batch_size=outputs["score"].shape[0])
+        return loss
+
+    def score_all(self, batch: Batch) -> Tensor:
+        """``[B, num_items]`` scores of every item; column 0 (padding) is ``-inf``."""
+        return mask_padding_item(super().score_all(batch))
+
+    def user_representation(self, batch: Batch) -> Tensor:
+        return F.embedding(batch["user_id"], self.propagate()[0])
+
+    def item_representation(self, item_ids: Tensor | None = None) -> Tensor:
+        items = self.propagate()[1]
+        return items if item_ids is None else F.embedding(item_ids, items)
