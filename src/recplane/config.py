@@ -79,7 +79,10 @@ class Settings(BaseSettings):
     url: str | None = Field(None, description="URL of a recplane server; set to make Client() remote.")
     token: str | None = Field(None, description="API token used by the remote client.")
     group_commit_max_wait_ms: float = Field(
-        15.0, ge=0, description="Longest an ingested batch waits for others to share its commit."
+        0.0,
+        ge=0,
+        description="Extra time an ingested batch may wait for others to share its commit. Batches that queue "
+        "while the previous commit runs always share the next one; lingering longer rarely pays off here.",
     )
     group_commit_max_rows: int = Field(200_000, ge=1, description="Most rows merged into one commit.")
     ingest_queue_max_rows: int = Field(
@@ -89,13 +92,16 @@ class Settings(BaseSettings):
         512 * 1024 * 1024, ge=1, description="Bytes of rows waiting to be committed per dataset before 429."
     )
     compact_check_every_commits: int = Field(
-        50, ge=0, description="Ingestion asks for compaction every this many commits (0 = never)."
+        16, ge=0, description="Ingestion asks for compaction every this many commits (0 = never)."
     )
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest ingestion request body the server accepts."
     )
     compact_after_files: int = Field(
-        256, ge=0, description="Compact a dataset automatically once it has this many files (0 = never)."
+        32,
+        ge=0,
+        description="Compact a dataset automatically once it has this many small (<16 MiB) files (0 = never). "
+        "Each Delta commit costs more the more files a table has, so real-time tables stay compact.",
     )
     movielens_path: Path | None = Field(
         None, description="MovieLens-100K source: RecBole wheel or folder, GroupLens ml-100k folder or zip."

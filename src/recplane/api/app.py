@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from recplane import __version__
 from recplane.api.errors import install_error_handlers
-from recplane.api.metrics import ServerMetrics
+from recplane.api.metrics import MetricsMiddleware, ServerMetrics
 from recplane.api.routes import datasets, health, ingest, quality
 from recplane.api.security import TokenCache
 from recplane.config import Settings
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, dev_mode: bool = False) -> F
     app = FastAPI(title="recplane", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.dev_mode = dev_mode
     app.state.metrics = ServerMetrics()
-    app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
     for module in (health, datasets, ingest, quality):
         app.include_router(module.router)

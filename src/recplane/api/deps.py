@@ -13,7 +13,7 @@ from recplane.runtime import Runtime
 __all__ = ["Caller", "RuntimeDep"]
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -6,19 +6,19 @@ Each app gets its own registry (no process-wide globals), exposed at ``/metrics`
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ServerMetrics"]
+__all__ = ["MetricsMiddleware", "ServerMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ServerMetrics:
-    """The server's metric families and the middleware that feeds them."""
+    """The server's metric families."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -39,22 +39,39 @@ class ServerMetrics:
             ["dataset", "result"], registry=self.registry,
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Time and count every request, labelled by its route template (bounded cardinality)."""
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.latency.labels(path, request.method).observe(time.perf_counter() - started)
-            self.requests.labels(path, request.method, str(status)).inc()
-
     def render(self) -> Response:
         """The /metrics response in the Prometheus text format."""
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Times and counts every HTTP request by route template (bounded label cardinality).
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` wraps every body in extra tasks and queues,
+    which cost a quarter of the ingestion route's CPU when measured.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(path, method, str(status)).inc()

@@ -38,8 +38,8 @@ class TokenCache:
         return principal
 
 
-def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller of this request."""
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller of this request (async: no thread hop; tokens are cached)."""
     if request.app.state.dev_mode:
         return ADMIN
     header = request.headers.get("authorization", "")

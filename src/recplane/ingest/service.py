@@ -52,10 +52,6 @@ class DatasetAccess(Protocol):
         """The dataset's info, current spec and Delta handle (raises NotFound / Forbidden)."""
         ...
 
-    def write_lock(self, name: str) -> threading.Lock:
-        """The in-process lock serialising commits to ``name``."""
-        ...
-
     def maybe_compact(self, name: str) -> object:
         """Compact ``name`` if it has many small files."""
         ...

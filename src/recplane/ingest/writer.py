@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import Transaction
+from deltalake.exceptions import CommitFailedError, SchemaMismatchError
 
 from recplane.config import Settings
 from recplane.errors import BackendUnavailable, InvalidInput, Overloaded, RecplaneError
@@ -45,14 +46,11 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.5
 _COMPACT_EVERY_S = 60.0
+_RECONCILE_EVERY_S = 1.0
 
 
 class CommitTarget(Protocol):
     """What a writer needs from the dataset layer (the DatasetService satisfies it)."""
-
-    def write_lock(self, name: str) -> threading.Lock:
-        """The in-process lock serialising commits to ``name``."""
-        ...
 
     def maybe_compact(self, name: str) -> object:
         """Compact ``name`` if it has many small files."""
@@ -75,9 +73,11 @@ class _Batch:
     def rows(self) -> int:
         return self.accepted.num_rows + self.rejected.num_rows
 
-    @property
-    def nbytes(self) -> int:
-        return self.accepted.nbytes + self.rejected.nbytes
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Counted once: the writer thread must not spend GIL time re-measuring batches it releases.
+        self.nbytes = self.accepted.get_total_buffer_size() + self.rejected.get_total_buffer_size()
 
 
 @dataclass
@@ -144,6 +144,7 @@ class TableWriter:
         self._rows_per_second = 200_000.0
         self._closed = False
         self._reconciled_through: int | None = None
+        self._last_reconcile = 0.0
         self._commits_since_compact = 0
         self._last_compact = time.monotonic()
         self._compacting = threading.Lock()
@@ -263,13 +264,17 @@ class TableWriter:
                 log.exception("Ingestion writer of %s hit an unexpected error", self.name)
 
     def _gather(self, first: _Batch) -> tuple[list[_Batch], Any]:
-        """Collect batches that share the first one's commit: until the wait is over or enough rows."""
+        """Collect the batches that share the first one's commit, up to ``max_rows``.
+
+        Whatever queued up while the previous commit ran joins at once (that is what makes group commit
+        scale with concurrency); beyond that the writer lingers at most ``max_wait`` for latecomers.
+        """
         group, rows = [first], first.rows
         deadline = time.monotonic() + self._max_wait
         while rows < self._max_rows:
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
             except queue.Empty:
                 break
             compatible = isinstance(item, _Batch) and item.accepted.schema.equals(first.accepted.schema)
@@ -317,14 +322,13 @@ class TableWriter:
             # Dead letters first: a crash before the main commit makes a retry repeat them, never lose them.
             rejected_version = self._append(
                 self._rejected,
-                self._rejected_name,
                 pa.concat_tables(rejected),
                 {**metadata, "batch_rows": counts},
             )
         version = None
         if accepted or transactions:
             table = pa.concat_tables(accepted) if accepted else fresh[0].accepted
-            version = self._append(self._main, self.name, table, metadata, transactions)
+            version = self._append(self._main, table, metadata, transactions)
         recorded_version = version if version is not None else self._main.table.version()
         self._ledger.record(
             self.name,
@@ -391,7 +395,7 @@ class TableWriter:
         if job.dedup_key:
             stream = deduplicated(stream, list(job.dedup_key), self._existing_rows(), job.batch_id, duplicates)
         reader = pa.RecordBatchReader.from_batches(job.schema, stream)
-        version = self._append(self._main, self.name, reader, metadata)
+        version = self._append(self._main, reader, metadata)
         if job.error is not None:
             raise job.error
         # Rejects are known only once the stream is read, so here they follow the main commit.
@@ -401,7 +405,6 @@ class TableWriter:
         if dead.num_rows:
             rejected_version = self._append(
                 self._rejected,
-                self._rejected_name,
                 dead,
                 {**metadata, "batch_rows": {job.batch_id: [job.accepted_rows, dead.num_rows]}},
             )
@@ -418,19 +421,33 @@ class TableWriter:
     def _append(
         self,
         table: DeltaDataset,
-        name: str,
         data: pa.Table | pa.RecordBatchReader,
         metadata: dict[str, Any],
         transactions: list[Transaction] | None = None,
     ) -> int:
-        with self._target.write_lock(name):
-            # A fresh snapshot avoids conflict retries and sees schema changes made since the last commit.
+        if isinstance(data, pa.RecordBatchReader):
+            # A stream cannot be replayed after a conflict, so it starts from the newest snapshot.
+            table.refresh()
+            return table.append(data, metadata=metadata, schema_mode="merge", app_transactions=transactions)
+        # Appends add files and remove none, so they need no lock against compaction or retention: they commit
+        # on the handle's snapshot and delta-rs rebases them over whatever was committed since.
+        try:
+            return table.append(data, metadata=metadata, app_transactions=transactions)
+        except (CommitFailedError, SchemaMismatchError):
+            # The schema changed since the handle's snapshot (or a real conflict): retry once on a fresh one,
+            # merging so a batch validated just before a column was added still fits.
             table.refresh()
             return table.append(data, metadata=metadata, schema_mode="merge", app_transactions=transactions)
 
     def _recorded(self, batch_ids: list[str]) -> dict[str, LedgerEntry]:
-        """Batch ids already committed: the catalog, after catching up on commits it may have missed."""
-        self.reconcile()
+        """Batch ids already committed: the catalog, caught up from the Delta history at most a second ago.
+
+        Catching up costs a Delta log listing, so it runs at start, after a gap in our own versions, and at
+        most once per ``_RECONCILE_EVERY_S`` here: a batch another process committed just before dying
+        unrecorded is recognised from then on.
+        """
+        if time.monotonic() - self._last_reconcile >= _RECONCILE_EVERY_S:
+            self.reconcile()
         return self._ledger.lookup(self.name, batch_ids)
 
     def _fail(self, futures: list[Future[CommitOutcome]], batch_ids: list[str], exc: BaseException) -> None:
@@ -483,6 +500,7 @@ class TableWriter:
 
     def reconcile(self) -> int:
         """Record batch ids found in Delta commits newer than the catalog knows; returns how many were new."""
+        self._last_reconcile = time.monotonic()
         current = self._main.refresh().version()
         since = self._reconciled_through
         if since is None:
@@ -504,9 +522,16 @@ class TableWriter:
         return len(missing)
 
     def _note_own_commit(self, version: int | None) -> None:
-        # Our own commit is recorded already; skip it in the next reconcile unless others committed between.
-        if version is not None and self._reconciled_through == version - 1:
+        """Advance the reconciled mark past our own commit; a gap means another writer committed: catch up."""
+        if version is None:
+            return
+        if self._reconciled_through == version - 1:
             self._reconciled_through = version
+            return
+        try:
+            self.reconcile()
+        except Exception:
+            log.exception("Reconciling ingestion batches of %s from the Delta history failed", self.name)
 
 
 def _input_error(error: Exception) -> Exception:

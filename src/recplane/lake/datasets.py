@@ -260,13 +260,13 @@ class DatasetService:
                                 author=author or principal.name, now=now)
 
     def maybe_compact(self, name: str, *, author: str = "recplane") -> MaintenanceResult | None:
-        """Compact once the dataset has ``compact_after_files`` live files (used by ingestion; no auth)."""
+        """Compact once the dataset has ``compact_after_files`` small files (used by ingestion; no auth)."""
         threshold = self._settings.compact_after_files
         record = self._find(name)
         if threshold == 0 or record is None:
             return None
         table = self._handle(record)
-        if table.live_files() < threshold:
+        if table.small_files() < threshold:
             return None
         with self.write_lock(name):
             return compact_table(name, table, author=author)

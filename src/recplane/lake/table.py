@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Field as DeltaField
@@ -23,6 +24,8 @@ from recplane.errors import InvalidInput, NotFound
 __all__ = ["META_PREFIX", "DeltaDataset", "to_logical"]
 
 META_PREFIX = "recplane."
+# Files under this size are worth merging; compaction leaves larger ones alone.
+SMALL_FILE_BYTES = 16 * 1024 * 1024
 SchemaMode = Literal["merge", "overwrite"] | None
 
 
@@ -191,6 +194,11 @@ class DeltaDataset:
     def live_files(self) -> int:
         """How many data files the newest version references."""
         return len(self.refresh().file_uris())
+
+    def small_files(self, below_bytes: int = SMALL_FILE_BYTES) -> int:
+        """How many data files of the newest version are smaller than ``below_bytes`` (compaction candidates)."""
+        sizes = pa.table(self.refresh().get_add_actions(flatten=True))["size_bytes"]
+        return int(pc.sum(pc.less(sizes, below_bytes)).as_py() or 0)
 
     def snapshot(self, version: int | None = None, as_of: datetime | None = None) -> DeltaTable:
         """A read-only handle at a version or a point in time (the newest version when neither is given)."""
