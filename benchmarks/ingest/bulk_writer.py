@@ -20,28 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from event_spec import events_spec
 from table_checksum import checksum_of_delta
 
 DATASET = "bench_events"
-EVENTS_SPEC: dict[str, Any] = {
-    "name": DATASET,
-    "team": "bench",
-    "description": "Synthetic interaction events (ingestion benchmark).",
-    "event_time": "ts",
-    "columns": {
-        "user_id": {"type": "int64", "nullable": False},
-        "item_id": {"type": "int64", "nullable": False},
-        "event_type": {"type": "string", "nullable": False},
-        "value": "float32",
-        "ts": {"type": "timestamp", "nullable": False},
-        "session_id": "int64",
-    },
-}
 
 
 def _peak_rss_bytes() -> int:
     # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _files_of(uri: str) -> int:
@@ -55,12 +47,13 @@ def write_direct(source: Path, target: Path) -> dict[str, Any]:
     import pyarrow.dataset as pads
     from deltalake import write_deltalake
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     reader = pads.dataset(source, format="parquet").scanner().to_reader()
     write_deltalake(str(target), reader, mode="error")
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     peak = _peak_rss_bytes()
-    return {"seconds": seconds, "peak_rss_bytes": peak, "uri": str(target), "files": _files_of(str(target))}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": peak, "uri": str(target),
+            "files": _files_of(str(target))}
 
 
 def write_recplane(source: Path, home: Path) -> dict[str, Any]:
@@ -69,17 +62,18 @@ def write_recplane(source: Path, home: Path) -> dict[str, Any]:
 
     client = Client(home=home)
     setup_started = time.perf_counter()
-    location = client.create_dataset(EVENTS_SPEC).location
+    location = client.create_dataset(events_spec(DATASET)).location
     setup_seconds = time.perf_counter() - setup_started
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     result = client.ingest(DATASET, source)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     peak = _peak_rss_bytes()
     close_started = time.perf_counter()
     client.close()
     close_seconds = time.perf_counter() - close_started
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_rss_bytes": peak,
         "uri": location,
         "files": _files_of(location),

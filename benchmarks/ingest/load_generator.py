@@ -269,9 +269,13 @@ def main(argv: list[str]) -> int:
     now = time.perf_counter()
     window = Window(start=now + args.warmup, end=now + args.warmup + args.seconds)
     runner = run_threads if args.client == "threads" else run_async
+    print(json.dumps({"event": "started"}), flush=True)  # the caller starts its own clocks here
+    cpu_before = time.process_time()
     tally = runner(args.url, f"/v1/datasets/{args.dataset}/events", bodies, args.clients, window,
                    uuid.uuid4().hex[:12])
-    print(json.dumps(summary(tally, window, clients=args.clients, rows=args.rows, mode=args.client)), flush=True)
+    result = summary(tally, window, clients=args.clients, rows=args.rows, mode=args.client)
+    result["cpu_cores"] = (time.process_time() - cpu_before) / (time.perf_counter() - now)
+    print(json.dumps(result), flush=True)
     return 0
 
 

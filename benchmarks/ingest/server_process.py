@@ -48,6 +48,13 @@ class RunningServer:
                 return int(line.split()[1]) * 1024
         return None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def create_dataset(self, spec: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/datasets (dev mode: no token needed)."""
         response = httpx.post(f"{self.url}/v1/datasets", json=spec, timeout=60.0)
