@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from recplane.auth import ADMIN, Principal
 from recplane.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from recplane.ingest.writer import _RECONCILE_EVERY_S
 from recplane.lake import DeltaDataset
 
 from .conftest import Home, event_rows, events_spec, storage_table
@@ -59,6 +61,7 @@ def test_a_key_committed_by_another_process_after_startup_is_found_on_a_miss(hom
     location = home.datasets.get("events", principal=ADMIN).location
     table = storage_table(event_rows(2, start=10))
     version = DeltaDataset(location).append(table, metadata={"batch_ids": ["elsewhere"]})
+    time.sleep(_RECONCILE_EVERY_S)  # the writer catches up with other writers' commits at most this often
     retry = service.ingest("events", event_rows(2, start=10), principal=ADMIN, batch_id="elsewhere")
     assert retry.duplicate and retry.version == version
     assert home.rows().num_rows == 3
