@@ -8,20 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from recplane.samples.loading import SYNTHETIC_EVENTS_SPEC
+
 __all__ = ["EVENTS_SPEC", "events_spec"]
 
 EVENTS_SPEC: dict[str, Any] = {
+    **SYNTHETIC_EVENTS_SPEC,
     "team": "bench",
     "description": "Synthetic interaction events (ingestion benchmark).",
-    "event_time": "ts",
-    "columns": {
-        "user_id": {"type": "int64", "nullable": False},
-        "item_id": {"type": "int64", "nullable": False},
-        "event_type": {"type": "string", "nullable": False},
-        "value": "float32",
-        "ts": {"type": "timestamp", "nullable": False},
-        "session_id": "int64",
-    },
+    "quality": [],
 }
 
 

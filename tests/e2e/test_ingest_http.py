@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from tests.fixtures.server import ServerProcess
 
 from recplane import Client
-from tests.fixtures.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

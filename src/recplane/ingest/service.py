@@ -110,7 +110,6 @@ class IngestService:
         self._lock = threading.Lock()
         self._closed = False
 
-
     def ingest(
         self,
         name: str,
@@ -122,18 +121,6 @@ class IngestService:
     ) -> IngestResult:
         """Validate ``data`` and append it to dataset ``name``; returns once the rows are committed."""
         return self.submit(name, data, principal=principal, batch_id=batch_id, source=source).result()
-
-    def ingest_body(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        principal: Principal,
-        batch_id: str | None = None,
-        source: str = "http",
-    ) -> IngestResult:
-        """Ingest an HTTP body (JSON array or NDJSON); blocks until committed."""
-        return self.ingest(name, body, principal=principal, batch_id=batch_id, source=source)
 
     async def ingest_async(
         self,

@@ -99,7 +99,7 @@ def test_ingest_checks_owner_size_target_and_key(home: Home) -> None:
     with pytest.raises(NotFound):
         service.ingest("nope", event_rows(1), principal=ADMIN)
     with pytest.raises(PayloadTooLarge):
-        service.ingest_body("events", b"[" + b" " * 2000 + b"]", principal=ADMIN)
+        service.ingest("events", b"[" + b" " * 2000 + b"]", principal=ADMIN)
     with pytest.raises(InvalidInput, match="dead-letter dataset"):
         service.ingest("events__rejected", event_rows(1), principal=ADMIN)
     with pytest.raises(InvalidInput, match="batch id"):

@@ -61,7 +61,7 @@ def test_every_input_format_lands_in_the_dataset(home: Home, tmp_path: Path) -> 
 def test_dead_letters_keep_the_raw_row_reason_batch_and_source(home: Home) -> None:
     service = home.ingestion()
     body = b'{"user_id": 1}\n{"user_id": "one"}\n{"user_id": 2, "colour": "red"}\nnot json\n'
-    result = service.ingest_body("events", body, principal=ADMIN, batch_id="dl")
+    result = service.ingest("events", body, principal=ADMIN, batch_id="dl", source="http")
     assert (result.accepted, result.rejected) == (1, 3)
     assert [r.row for r in result.reasons] == [1, 2, 3]
     dead = home.rows("events__rejected").to_pylist()
