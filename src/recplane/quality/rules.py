@@ -9,6 +9,7 @@ bad rule is caught when the dataset is registered rather than when it is first c
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -50,7 +51,7 @@ AllowedValue = StrictStr | StrictInt | StrictFloat | StrictBool
 DEFAULT_DRIFT_THRESHOLD = {"psi": 0.2, "ks": 0.1}
 
 
-class _RuleBase(BaseModel):
+class _RuleBase(BaseModel, abc.ABC):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(default="", max_length=200)
@@ -61,9 +62,9 @@ class _RuleBase(BaseModel):
         """Whether a failure of this rule fails the whole report."""
         return self.severity == "blocking"
 
+    @abc.abstractmethod
     def default_name(self) -> str:
         """The name used when the spec gives none."""
-        raise NotImplementedError
 
     def referenced_columns(self) -> list[str]:
         """Columns the rule reads (each must be declared in the spec)."""
