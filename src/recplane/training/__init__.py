@@ -1,5 +1,7 @@
-"""Training and evaluation: metrics, splits and the evaluation protocol (the trainer comes next)."""
+"""Training and evaluation: the single-process trainer, checkpoints, metrics, splits and the protocol."""
 
+from recplane.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from recplane.training.data import IdMap
 from recplane.training.evaluate import EvaluationResult, Interactions, ScoreFn, evaluate_full_sort
 from recplane.training.metrics import (
     RANKING_METRICS,
@@ -14,15 +16,21 @@ from recplane.training.metrics import (
 )
 from recplane.training.protocol import ModelKind, Protocol, default_protocol, split_for_protocol
 from recplane.training.splits import Split, leave_one_out_split, random_split, temporal_split, temporal_split_at
+from recplane.training.trainer import EpochRecord, TrainConfig, TrainResult, train
 
 __all__ = [
     "RANKING_METRICS",
+    "EpochRecord",
     "EvaluationResult",
+    "IdMap",
     "Interactions",
     "ModelKind",
     "Protocol",
     "ScoreFn",
     "Split",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
     "auc",
     "average_popularity",
     "default_protocol",
@@ -30,12 +38,15 @@ __all__ = [
     "gauc",
     "item_coverage",
     "leave_one_out_split",
+    "load_checkpoint",
     "log_loss",
     "novelty",
     "random_split",
     "ranking_metrics",
+    "save_checkpoint",
     "split_for_protocol",
     "temporal_split",
     "temporal_split_at",
     "top_k_items",
+    "train",
 ]
