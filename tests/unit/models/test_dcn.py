@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
+from tests.fixtures.ranking import ITEMS, USERS, liked_pairs
+from torch import nn
 
 from recplane.models.dcn import CrossNetworkV2, DCNv2, DCNv2Config
 from recplane.models.features import DenseField, SparseField
-
-USERS, ITEMS = 16, 24
-
-
-def _liked_pairs() -> dict[str, Tensor]:
-    """Every (user, item) pair, labelled 1 when the item is in the user's random liked set."""
-    gen = torch.Generator().manual_seed(7)
-    liked = torch.rand(USERS, ITEMS, generator=gen) < 0.4
-    users, items = torch.meshgrid(torch.arange(USERS), torch.arange(ITEMS), indexing="ij")
-    return {"user_id": users.reshape(-1), "item_id": items.reshape(-1), "label": liked.reshape(-1).float()}
-
-
-def _auc(scores: Tensor, labels: Tensor) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    diff = pos.unsqueeze(1) - neg.unsqueeze(0)
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+from recplane.training.metrics import auc
 
 
 def _config(**overrides: object) -> DCNv2Config:
@@ -49,7 +34,7 @@ def test_one_cross_layer_is_x0_times_linear_of_x_plus_x() -> None:
 def test_every_structure_gives_one_logit_per_row(mixed: bool, structure: str) -> None:
     torch.manual_seed(0)
     model = DCNv2(_config(mixed=mixed, structure=structure, dense_fields=(DenseField("age"),)))
-    batch = {**_liked_pairs(), "age": torch.rand(USERS * ITEMS)}
+    batch = {**liked_pairs(), "age": torch.rand(USERS * ITEMS)}
     out = model(batch)
     assert out.keys() == {"label"} and out["label"].shape == (USERS * ITEMS,)
     model.loss(batch, out).backward()
@@ -60,7 +45,7 @@ def test_every_structure_gives_one_logit_per_row(mixed: bool, structure: str) ->
 def test_reg_weight_adds_the_squared_norm_of_the_cross_weights() -> None:
     torch.manual_seed(0)
     model = DCNv2(_config(reg_weight=0.5)).eval()
-    batch = _liked_pairs()
+    batch = liked_pairs()
     out = model(batch)
     plain = torch.nn.functional.binary_cross_entropy_with_logits(out["label"], batch["label"])
     penalty = sum(w.detach().pow(2).sum().item() for w in model.cross.weights())
@@ -76,7 +61,7 @@ def test_unknown_structure_is_refused() -> None:
 def test_learns_a_planted_like_set(mixed: bool) -> None:
     torch.manual_seed(0)
     model = DCNv2(_config(mixed=mixed, dropout_prob=0.0))
-    batch = _liked_pairs()
+    batch = liked_pairs()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(80):
@@ -87,4 +72,4 @@ def test_learns_a_planted_like_set(mixed: bool) -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
-    assert _auc(model.predict(batch)["label"], batch["label"]) >= 0.9
+    assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

@@ -6,27 +6,11 @@ from itertools import combinations
 
 import pytest
 import torch
-from torch import Tensor
+from tests.fixtures.ranking import ITEMS, USERS, liked_pairs
 
 from recplane.models.deepfm import DeepFM, DeepFMConfig
 from recplane.models.features import DenseField, SparseField
-
-USERS, ITEMS = 16, 24
-
-
-def _liked_pairs() -> dict[str, Tensor]:
-    """Every (user, item) pair, labelled 1 when the item is in the user's random liked set."""
-    gen = torch.Generator().manual_seed(7)
-    liked = torch.rand(USERS, ITEMS, generator=gen) < 0.4
-    users, items = torch.meshgrid(torch.arange(USERS), torch.arange(ITEMS), indexing="ij")
-    return {"user_id": users.reshape(-1), "item_id": items.reshape(-1), "label": liked.reshape(-1).float()}
-
-
-def _auc(scores: Tensor, labels: Tensor) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    diff = pos.unsqueeze(1) - neg.unsqueeze(0)
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+from recplane.training.metrics import auc
 
 
 def _config(**overrides: object) -> DeepFMConfig:
@@ -38,7 +22,7 @@ def test_forward_gives_one_logit_per_row_and_predict_probabilities() -> None:
     torch.manual_seed(0)
     config = _config(dense_fields=(DenseField("age"), DenseField("text_vec", 3)))
     model = DeepFM(config)
-    batch = {**_liked_pairs(), "age": torch.rand(USERS * ITEMS), "text_vec": torch.rand(USERS * ITEMS, 3)}
+    batch = {**liked_pairs(), "age": torch.rand(USERS * ITEMS), "text_vec": torch.rand(USERS * ITEMS, 3)}
     out = model(batch)
     assert out.keys() == {"label"} and out["label"].shape == (USERS * ITEMS,)
     probs = model.predict(batch)["label"]
@@ -74,7 +58,7 @@ def test_sparse_field_with_another_dim_is_refused() -> None:
 def test_learns_a_planted_like_set() -> None:
     torch.manual_seed(0)
     model = DeepFM(_config(dropout_prob=0.0, mlp_hidden_size=(32, 32)))
-    batch = _liked_pairs()
+    batch = liked_pairs()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []
     for _ in range(60):
@@ -84,4 +68,4 @@ def test_learns_a_planted_like_set() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert _auc(model.predict(batch)["label"], batch["label"]) >= 0.9
+    assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

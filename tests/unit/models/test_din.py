@@ -8,6 +8,7 @@ from torch import Tensor
 
 from recplane.models.din import DIN, DINConfig
 from recplane.models.features import DenseField, SparseField
+from recplane.training.metrics import auc
 
 ITEMS, GROUPS, MAX_LEN, ROWS = 30, 5, 6, 512
 
@@ -27,13 +28,6 @@ def _group_rows(seed: int = 3) -> dict[str, Tensor]:
         "history_len": lengths,
         "label": same_group.any(dim=1).float(),
     }
-
-
-def _auc(scores: Tensor, labels: Tensor) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    diff = pos.unsqueeze(1) - neg.unsqueeze(0)
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
 
 
 def _model(**overrides: object) -> DIN:
@@ -86,4 +80,4 @@ def test_learns_a_planted_history_rule(activation: str) -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
-    assert _auc(model.predict(batch)["label"], batch["label"]) >= 0.9
+    assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

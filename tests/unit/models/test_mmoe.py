@@ -6,34 +6,12 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from tests.fixtures.ranking import ITEMS, TASKS, USERS, two_task_pairs
+from torch import nn
 
 from recplane.models.features import SparseField
 from recplane.models.mmoe import MMoE, MMoEConfig
-
-USERS, ITEMS = 16, 24
-TASKS = ("click", "rating_ge_4")
-
-
-def _two_task_pairs() -> dict[str, Tensor]:
-    """Every (user, item) pair: click = item in the user's liked set; rating_ge_4 = the item is a good one."""
-    gen = torch.Generator().manual_seed(11)
-    liked = torch.rand(USERS, ITEMS, generator=gen) < 0.4
-    good = torch.rand(ITEMS, generator=gen) < 0.5
-    users, items = torch.meshgrid(torch.arange(USERS), torch.arange(ITEMS), indexing="ij")
-    return {
-        "user_id": users.reshape(-1),
-        "item_id": items.reshape(-1),
-        "click": liked.reshape(-1).float(),
-        "rating_ge_4": good[items.reshape(-1)].float(),
-    }
-
-
-def _auc(scores: Tensor, labels: Tensor) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    diff = pos.unsqueeze(1) - neg.unsqueeze(0)
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+from recplane.training.metrics import auc
 
 
 def _model(**overrides: object) -> MMoE:
@@ -51,7 +29,7 @@ def _model(**overrides: object) -> MMoE:
 
 def test_forward_gives_one_logit_per_task_and_gates_sum_to_one() -> None:
     model = _model()
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     out = model(batch)
     assert out.keys() == set(TASKS) and all(v.shape == (USERS * ITEMS,) for v in out.values())
     assert model.predict(batch).keys() == set(TASKS)
@@ -68,7 +46,7 @@ def _gradient_mass(module: nn.Module) -> float:
 
 def test_each_task_loss_reaches_its_own_gate_only() -> None:
     model = _model()
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     click_only = dict(batch, rating_ge_4=torch.full((USERS * ITEMS,), math.nan))
     model.loss(click_only, model(click_only)).backward()
     click_gate, rating_gate = model.gates
@@ -80,7 +58,7 @@ def test_each_task_loss_reaches_its_own_gate_only() -> None:
 
 
 def test_task_weights_scale_each_task_loss() -> None:
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     model = _model()
     out = model(batch)
     click = model.loss(dict(batch, rating_ge_4=torch.full((USERS * ITEMS,), math.nan)), out)
@@ -98,7 +76,7 @@ def test_bad_tasks_are_refused() -> None:
 
 def test_learns_two_planted_tasks() -> None:
     model = _model()
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(100):
@@ -110,4 +88,4 @@ def test_learns_two_planted_tasks() -> None:
     assert losses[-1] < 0.5 * losses[0]
     probs = model.predict(batch)
     for task in TASKS:
-        assert _auc(probs[task], batch[task]) >= 0.9, task
+        assert auc(batch[task], probs[task]) >= 0.9, task

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from tests.fixtures.ranking import ITEMS, TASKS, USERS, two_task_pairs
 from torch import Tensor
 
 from recplane.models.features import SparseField, weighted_bce
@@ -17,30 +18,7 @@ from recplane.models.moe import (
     importance_load_loss,
     switch_balance_loss,
 )
-
-USERS, ITEMS = 16, 24
-TASKS = ("click", "rating_ge_4")
-
-
-def _two_task_pairs() -> dict[str, Tensor]:
-    """Every (user, item) pair: click = item in the user's liked set; rating_ge_4 = the item is a good one."""
-    gen = torch.Generator().manual_seed(11)
-    liked = torch.rand(USERS, ITEMS, generator=gen) < 0.4
-    good = torch.rand(ITEMS, generator=gen) < 0.5
-    users, items = torch.meshgrid(torch.arange(USERS), torch.arange(ITEMS), indexing="ij")
-    return {
-        "user_id": users.reshape(-1),
-        "item_id": items.reshape(-1),
-        "click": liked.reshape(-1).float(),
-        "rating_ge_4": good[items.reshape(-1)].float(),
-    }
-
-
-def _auc(scores: Tensor, labels: Tensor) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    diff = pos.unsqueeze(1) - neg.unsqueeze(0)
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+from recplane.training.metrics import auc
 
 
 def _layer(num_experts: int = 8, top_k: int = 2, **kwargs: object) -> SparseMoE:
@@ -144,7 +122,7 @@ def test_index_dispatch_is_faster_than_running_every_expert_at_16_experts_top_2(
 
 def test_ranker_returns_task_logits_and_routing_statistics() -> None:
     model = _ranker()
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     out = model(batch)
     assert set(out) == {*TASKS, "balance_loss", "expert_load"}
     assert out["click"].shape == (USERS * ITEMS,) and out["balance_loss"].dim() == 0
@@ -158,7 +136,7 @@ def test_ranker_returns_task_logits_and_routing_statistics() -> None:
 @pytest.mark.parametrize("balance", ["cv2", "switch"])
 def test_learns_two_planted_tasks_and_keeps_every_expert_in_use(balance: str) -> None:
     model = _ranker(balance_loss=balance)
-    batch = _two_task_pairs()
+    batch = two_task_pairs()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(100):
@@ -171,7 +149,7 @@ def test_learns_two_planted_tasks_and_keeps_every_expert_in_use(balance: str) ->
     model.eval()
     probs = model.predict(batch)
     for task in TASKS:
-        assert _auc(probs[task], batch[task]) >= 0.9, task
+        assert auc(batch[task], probs[task]) >= 0.9, task
     assert (model(batch)["expert_load"] > 0.05).all()
 
 
