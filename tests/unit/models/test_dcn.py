@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.fixtures.ranking import ITEMS, USERS, liked_pairs
+from tests.fixtures.ranking import ITEMS, USERS, fit, liked_pairs
 from torch import nn
 
 from recplane.models.dcn import CrossNetworkV2, DCNv2, DCNv2Config
@@ -62,14 +62,7 @@ def test_learns_a_planted_like_set(mixed: bool) -> None:
     torch.manual_seed(0)
     model = DCNv2(_config(mixed=mixed, dropout_prob=0.0))
     batch = liked_pairs()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(80):
-        optimizer.zero_grad()
-        loss = model.loss(batch, model(batch))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, steps=80, lr=0.01)
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
     assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

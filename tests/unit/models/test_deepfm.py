@@ -6,7 +6,7 @@ from itertools import combinations
 
 import pytest
 import torch
-from tests.fixtures.ranking import ITEMS, USERS, liked_pairs
+from tests.fixtures.ranking import ITEMS, USERS, fit, liked_pairs
 
 from recplane.models.deepfm import DeepFM, DeepFMConfig
 from recplane.models.features import DenseField, SparseField
@@ -59,13 +59,6 @@ def test_learns_a_planted_like_set() -> None:
     torch.manual_seed(0)
     model = DeepFM(_config(dropout_prob=0.0, mlp_hidden_size=(32, 32)))
     batch = liked_pairs()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    losses = []
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = model.loss(batch, model(batch))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, steps=60, lr=0.02)
     assert losses[-1] < 0.5 * losses[0]
     assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.fixtures.ranking import fit
 from torch import Tensor
 
 from recplane.models.din import DIN, DINConfig
@@ -70,14 +71,7 @@ def test_field_named_like_a_din_input_is_refused() -> None:
 def test_learns_a_planted_history_rule(activation: str) -> None:
     model = _model(activation=activation)
     batch = _group_rows()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(80):
-        optimizer.zero_grad()
-        loss = model.loss(batch, model(batch))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, steps=80, lr=0.01)
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
     assert auc(batch["label"], model.predict(batch)["label"]) >= 0.9

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tests.fixtures.ranking import ITEMS, TASKS, USERS, two_task_pairs
+from tests.fixtures.ranking import ITEMS, TASKS, USERS, fit, two_task_pairs
 from torch import nn
 
 from recplane.models.features import SparseField
@@ -77,14 +77,7 @@ def test_bad_tasks_are_refused() -> None:
 def test_learns_two_planted_tasks() -> None:
     model = _model()
     batch = two_task_pairs()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(100):
-        optimizer.zero_grad()
-        loss = model.loss(batch, model(batch))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, steps=100, lr=0.01)
     assert losses[-1] < 0.5 * losses[0]
     probs = model.predict(batch)
     for task in TASKS:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from tests.fixtures.ranking import ITEMS, TASKS, USERS, two_task_pairs
+from tests.fixtures.ranking import ITEMS, TASKS, USERS, fit, two_task_pairs
 from torch import Tensor
 
 from recplane.models.features import SparseField, weighted_bce
@@ -137,14 +137,7 @@ def test_ranker_returns_task_logits_and_routing_statistics() -> None:
 def test_learns_two_planted_tasks_and_keeps_every_expert_in_use(balance: str) -> None:
     model = _ranker(balance_loss=balance)
     batch = two_task_pairs()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(100):
-        optimizer.zero_grad()
-        loss = model.loss(batch, model(batch))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, steps=100, lr=0.01)
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
     probs = model.predict(batch)
