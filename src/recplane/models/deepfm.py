@@ -26,6 +26,7 @@ from recplane.models.features import (
     EmbeddingFactory,
     FeatureLayer,
     SparseField,
+    single_label_signature,
     weighted_bce,
 )
 
@@ -86,12 +87,7 @@ class DeepFM(RankingModel):
 
     def signature(self) -> ModelSignature:
         """The declared fields plus the label; output: one logit per row."""
-        return ModelSignature(
-            inputs={**self.features.input_spec(), self.config.label: "float32[B] 0/1 (training)"},
-            outputs={self.config.label: "float32[B] logit"},
-            tasks=(self.config.label,),
-            feature_names=self.features.feature_names,
-        )
+        return single_label_signature(self.features, self.config.label)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         """``{label: logits [B]}``."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recplane.models.base import Batch
+from recplane.models.base import Batch, ModelSignature
 
 __all__ = [
     "MLP",
@@ -294,3 +294,13 @@ def weighted_bce(
         task_loss = (per_row * known).sum() / known.sum().clamp(min=1)
         total = total + (1.0 if weights is None else weights[i]) * task_loss
     return total
+
+
+def single_label_signature(features: FeatureLayer, label: str) -> ModelSignature:
+    """The signature of a one-task CTR model: its declared fields plus the label; one logit per row."""
+    return ModelSignature(
+        inputs={**features.input_spec(), label: "float32[B] 0/1 (training)"},
+        outputs={label: "float32[B] logit"},
+        tasks=(label,),
+        feature_names=features.feature_names,
+    )

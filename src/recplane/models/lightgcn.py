@@ -22,7 +22,7 @@ from torch import Tensor
 
 from recplane.models.base import Batch, ModelSignature, RetrievalModel
 from recplane.models.embeddings import FixedEmbedding
-from recplane.models.mf import bpr_loss, l2_penalty, mask_padding_item, negatives_2d
+from recplane.models.mf import bpr_loss, l2_penalty, mask_padding_item, negatives_2d, pairwise_signature
 
 __all__ = ["LightGCN", "normalized_adjacency"]
 
@@ -139,14 +139,7 @@ class LightGCN(RetrievalModel):
         super()._load_from_state_dict(*args, **kwargs)
 
     def signature(self) -> ModelSignature:
-        return ModelSignature(
-            inputs={
-                "user_id": "int64[B]",
-                "item_id": "int64[B]",
-                "neg_item_id": "int64[B] or int64[B,K] (training only)",
-            },
-            outputs={"score": "float32[B]", "neg_score": "float32[B,K] (when neg_item_id is given)"},
-        )
+        return pairwise_signature()
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         users, items = self.propagate()

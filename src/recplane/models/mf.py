@@ -17,6 +17,18 @@ from recplane.models.embeddings import EmbeddingTable, FixedEmbedding
 __all__ = ["MF", "bpr_loss", "l2_penalty", "mask_padding_item"]
 
 
+def pairwise_signature() -> ModelSignature:
+    """The signature of pairwise (BPR-trained) retrieval models: a user, an item, optional negatives."""
+    return ModelSignature(
+        inputs={
+            "user_id": "int64[B]",
+            "item_id": "int64[B]",
+            "neg_item_id": "int64[B] or int64[B,K] (training only)",
+        },
+        outputs={"score": "float32[B]", "neg_score": "float32[B,K] (when neg_item_id is given)"},
+    )
+
+
 def bpr_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
     """Mean of ``-log sigmoid(pos - neg)`` over a ``[B]`` positive score and ``[B, K]`` negative scores."""
     return -F.logsigmoid(pos_score.unsqueeze(-1) - neg_score).mean()
@@ -67,14 +79,7 @@ class MF(RetrievalModel):
             raise ValueError(f"User and item tables differ in dim: {self.user_table.dim} vs {self.item_table.dim}.")
 
     def signature(self) -> ModelSignature:
-        return ModelSignature(
-            inputs={
-                "user_id": "int64[B]",
-                "item_id": "int64[B]",
-                "neg_item_id": "int64[B] or int64[B,K] (training only)",
-            },
-            outputs={"score": "float32[B]", "neg_score": "float32[B,K] (when neg_item_id is given)"},
-        )
+        return pairwise_signature()
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         user_vec = self.user_table(batch["user_id"])
