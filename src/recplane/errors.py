@@ -34,6 +34,7 @@ __all__ = [
     "QualityGateFailed",
     "RecplaneError",
     "SchemaChangeRefused",
+    "TrainingFailed",
     "Unauthenticated",
     "error_from_dict",
 ]
@@ -126,6 +127,13 @@ class QualityGateFailed(RecplaneError):
 
     code = "quality_gate_failed"
     status = 409
+
+
+class TrainingFailed(RecplaneError):
+    """A training run (or one of its data-parallel workers) failed; the message says where and why."""
+
+    code = "training_failed"
+    status = 500
 
 
 class BackendUnavailable(RecplaneError):

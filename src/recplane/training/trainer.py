@@ -1,45 +1,65 @@
-"""The single-process trainer for retrieval models (MF-BPR, LightGCN, SASRec) over an Arrow interaction table.
+"""The single-process trainer: every model of the zoo, over an Arrow interaction table, through one loop.
 
-``train(table, config)`` splits the table by the model kind's default protocol (RecBole's: random 8:1:1 per user
-for general models, leave-one-out by time for sequential ones), maps raw ids to ``1..N`` once, builds the
-training tensors once, then runs epochs of seeded mini-batches. After each epoch it evaluates the validation
-split with full-sort ranking and keeps the best weights by the protocol's valid metric (``mrr@10``); with
-``patience`` it stops after that many epochs without improvement. Test metrics are measured with the best
-weights. Checkpoints (every ``checkpoint_every_steps`` steps and at each epoch end) allow exact resume.
-
-Evaluation ids: ``evaluate_full_sort`` wants items ``0..N-1`` with no padding item, so model item ``i`` is
-evaluated as ``i - 1`` and score column 0 (padding) is dropped; user ids are used as they are.
+``train(table, config)`` builds the model kind's task (:mod:`recplane.training.task`): the table is split by the
+kind's default protocol (RecBole's: random 8:1:1 per user for general models, leave-one-out by time for
+sequential ones, random 8:1:1 over all rows for context/CTR models), raw ids are mapped to ``1..N`` once and the
+training tensors are built once. Then epochs of seeded mini-batches run on the chosen device and precision
+(:mod:`recplane.training.precision`). After each epoch the validation split is evaluated and the best weights are
+kept by the protocol's valid metric (``mrr@10`` for retrieval, ``auc`` for ranking); with ``patience`` the run
+stops after that many epochs without improvement. Test metrics are measured with the best weights. Checkpoints
+(every ``checkpoint_every_steps`` steps and at each epoch end) allow exact resume, and callbacks
+(:mod:`recplane.training.callbacks`) see the run start, every step, every epoch, every checkpoint and the end.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 import torch
 from torch import Tensor
 
-from recplane.errors import InvalidInput
-from recplane.models.base import Batch, RetrievalModel
-from recplane.models.lightgcn import LightGCN
-from recplane.models.mf import MF
-from recplane.models.negatives import InteractionSet, NegativeSampler
-from recplane.models.sasrec import SASRec, SASRecConfig
+from recplane.errors import InvalidInput, TrainingFailed
+from recplane.models.base import Batch, RecModel
+from recplane.training.callbacks import RunInfo, TrainCallback
 from recplane.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from recplane.training.data import BatchOrder, IdMap, padded_sequences
-from recplane.training.evaluate import Interactions, evaluate_full_sort
-from recplane.training.protocol import Protocol, default_protocol, split_for_protocol
+from recplane.training.data import BatchOrder, IdMap
+from recplane.training.distributed import (
+    WorkerContext,
+    all_reduce_gradients,
+    all_reduce_sum,
+    broadcast_flag,
+    launch,
+    shard_rows,
+)
+from recplane.training.precision import DeviceName, ExecutionPlan, Precision, PrecisionName, resolve_execution
+from recplane.training.protocol import ModelKind, Protocol
+from recplane.training.ranking_task import RankingTask
+from recplane.training.retrieval_tasks import PairwiseTask, SequentialTask, TwoTowerTask
+from recplane.training.task import Task
 
-__all__ = ["EpochRecord", "TrainConfig", "TrainResult", "train"]
+__all__ = ["MODEL_KINDS", "EpochRecord", "ModelName", "TrainConfig", "TrainResult", "train"]
 
-ModelName = Literal["mf", "lightgcn", "sasrec"]
-_KINDS: dict[str, Literal["general", "sequential"]] = {"mf": "general", "lightgcn": "general", "sasrec": "sequential"}
+ModelName = Literal["mf", "lightgcn", "two_tower", "sasrec", "deepfm", "dcn", "din", "mmoe", "moe"]
+MODEL_KINDS: dict[str, ModelKind] = {
+    "mf": "general",
+    "lightgcn": "general",
+    "two_tower": "general",
+    "sasrec": "sequential",
+    "deepfm": "context",
+    "dcn": "context",
+    "din": "context",
+    "mmoe": "context",
+    "moe": "context",
+}
 _OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 # Settings that define the run: a checkpoint resumes only under the same ones.
 _RUN_KEYS = (
@@ -53,16 +73,24 @@ _RUN_KEYS = (
     "negatives",
     "num_negatives",
     "grad_clip",
+    "label_column",
+    "rating_column",
+    "rating_threshold",
+    "click_negatives",
+    "max_history",
 )
 
 
 @dataclass
 class TrainConfig:
-    """What to train and how. ``params`` go to the model's constructor (``SASRecConfig`` for SASRec).
+    """What to train and how. ``params`` go to the model's config or constructor (e.g. ``SASRecConfig``,
+    ``DeepFMConfig``); what the trainer derives from the data (sizes, fields, tasks) is set for you.
 
     ``patience``: stop after that many epochs without a better valid metric (None: run every epoch).
     ``checkpoint_every_steps``: also checkpoint every N optimizer steps (0: only at epoch ends); checkpoints
-    are written only when ``checkpoint_dir`` is set.
+    are written only when ``checkpoint_dir`` is set. Ranking labels: ``label_column`` (0/1) when the table has
+    it, else ``rating_column >= rating_threshold``. ``click_negatives``: sampled unobserved items per observed row
+    for the multi-task ``click`` task. ``max_history``: recent items per user read by DIN and two-tower.
     """
 
     model: ModelName = "mf"
@@ -80,23 +108,38 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     checkpoint_dir: str | None = None
     eval_batch_users: int | None = None
+    label_column: str = "label"
+    rating_column: str = "rating"
+    rating_threshold: float = 4.0
+    click_negatives: int = 1
+    max_history: int = 50
+    device: DeviceName = "auto"
+    precision: PrecisionName = "auto"
 
     def __post_init__(self) -> None:
-        if self.model not in _KINDS:
-            raise InvalidInput(f"Unknown model {self.model!r}; choose one of {sorted(_KINDS)}.")
+        if self.model not in MODEL_KINDS:
+            raise InvalidInput(f"Unknown model {self.model!r}; choose one of {sorted(MODEL_KINDS)}.")
         if self.optimizer not in _OPTIMIZERS:
             raise InvalidInput(f"Unknown optimizer {self.optimizer!r}; choose one of {list(_OPTIMIZERS)}.")
         if self.negatives not in ("uniform", "popularity"):
             raise InvalidInput(f"Unknown negative sampling {self.negatives!r}; choose 'uniform' or 'popularity'.")
-        if self.epochs < 1 or self.batch_size < 1 or self.num_negatives < 1:
+        if min(self.epochs, self.batch_size, self.num_negatives, self.max_history) < 1:
             raise InvalidInput(
-                f"epochs, batch_size and num_negatives must be >= 1; got {self.epochs}, {self.batch_size}, "
-                f"{self.num_negatives}."
+                f"epochs, batch_size, num_negatives and max_history must be >= 1; got {self.epochs}, "
+                f"{self.batch_size}, {self.num_negatives}, {self.max_history}."
             )
         if self.patience is not None and self.patience < 1:
             raise InvalidInput(f"patience must be >= 1 or None; got {self.patience}.")
-        if self.checkpoint_every_steps < 0:
-            raise InvalidInput(f"checkpoint_every_steps must be >= 0; got {self.checkpoint_every_steps}.")
+        if self.checkpoint_every_steps < 0 or self.click_negatives < 0:
+            raise InvalidInput(
+                f"checkpoint_every_steps and click_negatives must be >= 0; got {self.checkpoint_every_steps}, "
+                f"{self.click_negatives}."
+            )
+
+    @property
+    def kind(self) -> ModelKind:
+        """The model's kind, which picks its protocol: ``general``, ``sequential`` or ``context``."""
+        return MODEL_KINDS[self.model]
 
     def run_settings(self) -> dict[str, Any]:
         values = asdict(self)
@@ -115,9 +158,11 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
-    """What a run produced. ``step_losses`` is the loss of every optimizer step (the learning curve)."""
+    """What a run produced. ``step_losses`` is the loss of every optimizer step (the learning curve);
+    ``protocol`` is how the metrics were measured; ``device``/``precision`` are what ``auto`` resolved to."""
 
-    model: RetrievalModel
+    model: RecModel
+    protocol: Protocol
     epochs: list[EpochRecord]
     step_losses: list[float]
     valid_metric: str
@@ -127,89 +172,35 @@ class TrainResult:
     stopped_early: bool
     train_seconds: float
     samples_per_second: float
+    num_parameters: int
+    device: str
+    precision: str
     user_map: IdMap
     item_map: IdMap
     checkpoint: Path | None = None
+    workers: int = 1
+    example_batch: Batch | None = None
 
 
-class _Data:
-    """Training tensors (one row per example), evaluation inputs and id maps of one split."""
-
-    def __init__(self, table: pa.Table, config: TrainConfig, protocol: Protocol) -> None:
-        for column in ("user_id", "item_id", *(["ts"] if protocol.split == "LS" else [])):
-            if column not in table.column_names:
-                raise InvalidInput(
-                    f"The interaction table has no {column!r} column; its columns are {table.column_names}."
-                )
-        split = split_for_protocol(table, protocol)
-        self.users = IdMap.build(table.column("user_id"))
-        self.items = IdMap.build(table.column("item_id"))
-        self.num_users, self.num_items = self.users.num_embeddings, self.items.num_embeddings
-        self.parts = {
-            name: self._encode(part)
-            for name, part in (("train", split.train), ("valid", split.valid), ("test", split.test))
-        }
-        train_users, train_items, _ = self.parts["train"]
-        self.train_users, self.train_items = torch.from_numpy(train_users), torch.from_numpy(train_items)
-        self.sequential = protocol.model_kind == "sequential"
-        self.histories: dict[str, tuple[Tensor, Tensor]] = {}
-        if self.sequential:
-            self._build_sequences(int(config.params.get("max_seq_length", SASRecConfig(num_items=2).max_seq_length)))
-        else:
-            self.rows = {"user_id": self.train_users, "item_id": self.train_items}
-
-    def _encode(self, part: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        users = self.users.encode(part.column("user_id"), what="user_id")
-        items = self.items.encode(part.column("item_id"), what="item_id")
-        times = (
-            np.asarray(part.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-            if "ts" in part.column_names
-            else np.zeros(len(users), dtype=np.int64)
+def build_task(
+    interactions: pa.Table, config: TrainConfig, item_features: pa.Table | None, user_features: pa.Table | None
+) -> Task:
+    """The task of ``config.model``: its protocol, tensors, model factory, batches and evaluation."""
+    if config.kind == "context":
+        return RankingTask(interactions, config, item_features, user_features)
+    if config.model == "two_tower":
+        return TwoTowerTask(interactions, config, item_features, user_features)
+    if item_features is not None or user_features is not None:
+        raise InvalidInput(
+            f"Model {config.model!r} reads no side features; pass item_features/user_features to two_tower or a "
+            "ranking model (deepfm, dcn, din, mmoe, moe)."
         )
-        return users, items, times
-
-    def _build_sequences(self, max_len: int) -> None:
-        users, items, times = self.parts["train"]
-        # One row per user: history = sequence[:-1], target_seq = sequence[1:] (every prefix trained at once).
-        sequences, lengths = padded_sequences(users, items, times, self.num_users, max_len + 1)
-        rows = torch.nonzero(lengths >= 2).squeeze(1)
-        self.rows = {
-            "history": sequences[rows, :max_len].contiguous(),
-            "history_len": lengths[rows] - 1,
-            "target_seq": sequences[rows, 1:].contiguous(),
-        }
-        self.histories["valid"] = padded_sequences(users, items, times, self.num_users, max_len)
-        valid_users, valid_items, valid_times = self.parts["valid"]
-        self.histories["test"] = padded_sequences(
-            np.concatenate([users, valid_users]),
-            np.concatenate([items, valid_items]),
-            np.concatenate([times, valid_times]),
-            self.num_users,
-            max_len,
-        )
-
-    @property
-    def num_rows(self) -> int:
-        return int(next(iter(self.rows.values())).shape[0])
-
-    def interactions(self, part: str) -> Interactions:
-        users, items, _ = self.parts[part]
-        return Interactions(user_ids=users, item_ids=items - 1)
+    if config.kind == "sequential":
+        return SequentialTask(interactions, config)
+    return PairwiseTask(interactions, config)
 
 
-def _build_model(config: TrainConfig, data: _Data) -> RetrievalModel:
-    params = dict(config.params)
-    try:
-        if config.model == "mf":
-            return MF(data.num_users, data.num_items, **params)
-        if config.model == "lightgcn":
-            return LightGCN(data.num_users, data.num_items, data.train_users, data.train_items, **params)
-        return SASRec(SASRecConfig(num_items=data.num_items, **params))
-    except TypeError as error:
-        raise InvalidInput(f"Invalid params for model {config.model!r}: {error}.") from error
-
-
-def _build_optimizer(config: TrainConfig, model: RetrievalModel) -> torch.optim.Optimizer:
+def _build_optimizer(config: TrainConfig, model: RecModel) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -221,90 +212,77 @@ def _build_optimizer(config: TrainConfig, model: RetrievalModel) -> torch.optim.
 
 
 class _Loop:
-    """One run's moving parts: model, optimizer, sampler, generator and progress."""
+    """One run's moving parts: task, model, optimizer, generator, progress and the callbacks to tell."""
 
-    def __init__(self, config: TrainConfig, data: _Data, protocol: Protocol) -> None:
-        self.config, self.data, self.protocol = config, data, protocol
+    def __init__(
+        self,
+        config: TrainConfig,
+        task: Task,
+        plan: ExecutionPlan,
+        callbacks: Sequence[TrainCallback],
+        context: WorkerContext | None = None,
+    ) -> None:
+        self.config, self.task, self.plan, self.callbacks = config, task, plan, tuple(callbacks)
+        self.context = context
         torch.manual_seed(config.seed)
-        self.model = _build_model(config, data)
+        self.model = task.build_model().to(plan.device)
         self.optimizer = _build_optimizer(config, self.model)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
-        self.order = BatchOrder(data.num_rows, config.batch_size, config.seed)
+        self.order = BatchOrder(task.num_rows, config.batch_size, config.seed)
         self.state = TrainState()
-        self.sampler = self._sampler()
         self.checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
         self.last_checkpoint: Path | None = None
 
-    def _sampler(self) -> NegativeSampler | None:
-        bpr_sequences = isinstance(self.model, SASRec) and self.model.config.loss_type == "BPR"
-        if self.data.sequential and not bpr_sequences:
-            return None
-        exclude = (
-            None
-            if self.data.sequential
-            else InteractionSet(self.data.train_users, self.data.train_items, self.data.num_items)
-        )
-        if self.config.negatives == "popularity":
-            counts = torch.bincount(self.data.train_items, minlength=self.data.num_items)
-            return NegativeSampler.popularity(counts, exclude=exclude)
-        return NegativeSampler.uniform(self.data.num_items, exclude=exclude)
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
 
-    def batch(self, rows: Tensor) -> Batch:
-        batch = {key: tensor[rows] for key, tensor in self.data.rows.items()}
-        if self.sampler is None:
-            return batch
-        if self.data.sequential:
-            targets = batch["target_seq"]
-            flat = self.sampler.sample(targets.reshape(-1), 1, positives=targets.reshape(-1), generator=self.generator)
-            batch["neg_target_seq"] = flat.view_as(targets)
-        else:
-            batch["neg_item_id"] = self.sampler.sample(
-                batch["user_id"], self.config.num_negatives, positives=batch["item_id"], generator=self.generator
-            )
-        return batch
+    def run_info(self) -> RunInfo:
+        return RunInfo(
+            config=asdict(self.config),
+            model=self.config.model,
+            num_users=len(self.task.users),
+            num_items=len(self.task.items),
+            train_rows=self.task.num_rows,
+            batches_per_epoch=self.order.num_batches,
+            epochs=self.config.epochs,
+            start_epoch=self.state.epoch,
+            start_batch=self.state.batch,
+            num_parameters=self.num_parameters,
+            valid_metric=self.task.protocol.valid_metric,
+            valid_metric_bigger=self.task.protocol.valid_metric_bigger,
+        )
+
+    @property
+    def is_main(self) -> bool:
+        """True in a single process, and in rank 0 of a data-parallel group (which alone evaluates)."""
+        return self.context is None or self.context.is_main
 
     def step(self, rows: Tensor) -> float:
-        batch = self.batch(rows)
+        """One optimizer step on the global batch ``rows`` (this rank's slice of it under data parallelism);
+        returns the batch's loss."""
+        batch = self.task.batch(rows, self.generator)
+        context, weight = self.context, 1.0
+        if context is not None:
+            positions, weight = shard_rows(len(rows), context)
+            batch = _slice_rows(batch, positions, len(rows))
+        batch = self.plan.to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model.loss(batch, self.model(batch))
-        loss.backward()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        return float(loss.detach())
+        with self.plan.autocast():
+            loss = self.model.loss(batch, self.model(batch))
+        sync = None if context is None else functools.partial(all_reduce_gradients, weight=weight, context=context)
+        self.plan.backward_and_step(loss, self.optimizer, self.config.grad_clip, sync)
+        value = float(loss.detach())
+        return value if context is None else all_reduce_sum(value * weight, context)
 
     def evaluate(self, part: Literal["valid", "test"]) -> dict[str, float]:
-        data = self.data
-        test = data.interactions(part)
-        if len(test) == 0:
-            return {}
-        exclude: list[Interactions] = []
-        if self.protocol.exclude_seen:
-            exclude = [data.interactions("train")] + ([data.interactions("valid")] if part == "test" else [])
-
-        def scores(users: Tensor) -> Tensor:
-            if data.sequential:
-                history, lengths = data.histories[part]
-                batch = {"history": history[users], "history_len": lengths[users]}
-            else:
-                batch = {"user_id": users}
-            return self.model.score_all(batch)[:, 1:]
-
+        """Metrics in float32 and eval mode, whatever the training precision: comparable across runs."""
         self.model.eval()
         try:
-            result = evaluate_full_sort(
-                scores,
-                test,
-                num_items=data.num_items - 1,
-                exclude=exclude,
-                train=data.interactions("train"),
-                ks=self.protocol.topk,
-                metrics=self.protocol.metrics,
-                batch_users=self.config.eval_batch_users,
-            )
+            with torch.no_grad():
+                return self.task.evaluate(self.model, part, self.plan.device)
         finally:
             self.model.train()
-        return result.metrics
 
     def save(self, name: str) -> None:
         if self.checkpoint_dir is None:
@@ -324,27 +302,41 @@ class _Loop:
         except OSError:  # a file system without hard links
             shutil.copyfile(path, latest)
         self.last_checkpoint = path
+        for callback in self.callbacks:
+            callback.on_checkpoint(str(path))
 
     def end_epoch(self, seconds: float) -> None:
-        state, config = self.state, self.config
+        state = self.state
+        record = self.validate(seconds) if self.is_main else None
+        if self.context is not None:
+            state.stopped_early = broadcast_flag(state.stopped_early, self.context)
+        state.epoch, state.batch = state.epoch + 1, 0
+        state.epoch_loss_sum, state.epoch_batches = 0.0, 0
+        self.save(f"epoch-{state.epoch:04d}.pt")
+        if record is not None:
+            for callback in self.callbacks:
+                callback.on_epoch_end(record)
+
+    def validate(self, seconds: float) -> EpochRecord:
+        """Evaluate the valid split, keep the best weights and decide on early stopping."""
+        state, protocol = self.state, self.task.protocol
         valid = self.evaluate("valid")
         loss = state.epoch_loss_sum / max(state.epoch_batches, 1)
-        state.epochs.append({"epoch": state.epoch, "loss": loss, "valid": valid, "seconds": seconds})
-        value = valid.get(self.protocol.valid_metric)
+        record = EpochRecord(epoch=state.epoch, loss=loss, valid=valid, seconds=seconds)
+        state.epochs.append(asdict(record))
+        value = valid.get(protocol.valid_metric)
         if value is not None:
             better = state.best_value is None or (
-                value > state.best_value if self.protocol.valid_metric_bigger else value < state.best_value
+                value > state.best_value if protocol.valid_metric_bigger else value < state.best_value
             )
             if better:
                 state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
                 state.best_model = copy.deepcopy(self.model.state_dict())
             else:
                 state.bad_epochs += 1
-                if config.patience is not None and state.bad_epochs >= config.patience:
+                if self.config.patience is not None and state.bad_epochs >= self.config.patience:
                     state.stopped_early = True
-        state.epoch, state.batch = state.epoch + 1, 0
-        state.epoch_loss_sum, state.epoch_batches = 0.0, 0
-        self.save(f"epoch-{state.epoch:04d}.pt")
+        return record
 
     def run(self) -> tuple[float, float, int]:
         """Train until ``epochs`` or early stop; returns (seconds, seconds in steps, samples trained)."""
@@ -364,47 +356,156 @@ class _Loop:
                 state.step_losses.append(loss)
                 state.epoch_loss_sum += loss
                 state.epoch_batches += 1
+                for callback in self.callbacks:
+                    callback.on_step(state.step, loss)
                 if config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0:
                     self.save(f"step-{state.step:08d}.pt")
             self.end_epoch(time.perf_counter() - epoch_started)
         return time.perf_counter() - started, step_seconds, samples
 
 
-def train(interactions: pa.Table, config: TrainConfig, *, resume_from: str | Path | None = None) -> TrainResult:
-    """Train ``config.model`` on ``interactions`` (``user_id``, ``item_id``, ``ts``) under its default protocol.
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything a run reads, bundled so that it can be shipped to data-parallel workers."""
 
-    ``resume_from``: a checkpoint written by a run with the same settings and data; training continues with
-    exactly the batch, RNG states and optimizer state it recorded, up to ``config.epochs``.
+    interactions: pa.Table
+    config: TrainConfig
+    item_features: pa.Table | None
+    user_features: pa.Table | None
+    resume_from: str | Path | None
+
+
+def train(
+    interactions: pa.Table,
+    config: TrainConfig,
+    *,
+    item_features: pa.Table | None = None,
+    user_features: pa.Table | None = None,
+    resume_from: str | Path | None = None,
+    callbacks: Sequence[TrainCallback] = (),
+    workers: int = 1,
+) -> TrainResult:
+    """Train ``config.model`` on ``interactions`` (``user_id``, ``item_id``, plus ``ts``/``rating``/``label`` as
+    the model needs) under its kind's default protocol.
+
+    ``item_features``/``user_features``: one row per item/user keyed by ``item_id``/``user_id``, for two-tower
+    and the ranking models. ``resume_from``: a checkpoint written by a run with the same settings and data;
+    training continues with exactly the batch, RNG states and optimizer state it recorded, up to
+    ``config.epochs``. ``callbacks`` are told about the run as it goes; an exception they raise ends the run.
+    ``workers > 1``: data-parallel training in that many local processes (:mod:`recplane.training.distributed`);
+    callbacks still run here, in the calling process.
     """
-    protocol = default_protocol(_KINDS[config.model])
-    data = _Data(interactions, config, protocol)
-    loop = _Loop(config, data, protocol)
-    if resume_from is not None:
+    inputs = _Inputs(interactions, config, item_features, user_features, resume_from)
+    if workers < 1:
+        raise InvalidInput(f"workers must be >= 1; got {workers}.")
+    if workers == 1:
+        return _run(inputs, resolve_execution(config.device, config.precision), callbacks)
+    plan = resolve_execution(config.device, config.precision)
+    callbacks = tuple(callbacks)
+
+    def dispatch(event: tuple[str, tuple[Any, ...]]) -> None:
+        hook, args = event
+        for callback in callbacks:
+            getattr(callback, hook)(*args)
+
+    result = launch(workers, _run_worker, inputs, plan.precision, device_type=plan.device.type, on_event=dispatch)
+    if result is None:
+        raise TrainingFailed("Rank 0 of the data-parallel run returned no result.")
+    for callback in callbacks:
+        callback.on_train_end(result)
+    return result
+
+
+class _Publish(TrainCallback):
+    """Rank 0's callbacks: each hook call travels to the launching process, which runs the real callbacks."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        self.context = context
+
+    def on_train_start(self, info: RunInfo) -> None:
+        self.context.publish(("on_train_start", (info,)))
+
+    def on_step(self, step: int, loss: float) -> None:
+        self.context.publish(("on_step", (step, loss)))
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        self.context.publish(("on_epoch_end", (record,)))
+
+    def on_checkpoint(self, path: str) -> None:
+        self.context.publish(("on_checkpoint", (path,)))
+
+
+def _run_worker(context: WorkerContext, inputs: _Inputs, precision: Precision) -> TrainResult | None:
+    """One data-parallel worker: the same run on this rank's slice of every batch; rank 0 alone evaluates,
+    checkpoints and reports, and returns the result."""
+    plan = ExecutionPlan(context.device, precision)
+    if not context.is_main:
+        inputs = dataclasses.replace(inputs, config=dataclasses.replace(inputs.config, checkpoint_dir=None))
+    callbacks = [_Publish(context)] if context.is_main else []
+    result = _run(inputs, plan, callbacks, context=context, end_callbacks=False)
+    return result if context.is_main else None
+
+
+def _run(
+    inputs: _Inputs,
+    plan: ExecutionPlan,
+    callbacks: Sequence[TrainCallback],
+    *,
+    context: WorkerContext | None = None,
+    end_callbacks: bool = True,
+) -> TrainResult:
+    config = inputs.config
+    task = build_task(inputs.interactions, config, inputs.item_features, inputs.user_features)
+    loop = _Loop(config, task, plan, callbacks, context)
+    if inputs.resume_from is not None:
         loop.state = load_checkpoint(
-            resume_from,
+            inputs.resume_from,
             model=loop.model,
             optimizer=loop.optimizer,
             generator=loop.generator,
             config=config.run_settings(),
         )
+    info = loop.run_info()
+    for callback in loop.callbacks:
+        callback.on_train_start(info)
     seconds, step_seconds, samples = loop.run()
     state = loop.state
     if state.best_model is not None:
         loop.model.load_state_dict(state.best_model)
-    test_metrics = loop.evaluate("test")
+    test_metrics = loop.evaluate("test") if loop.is_main else {}
     loop.model.eval()
-    return TrainResult(
+    result = TrainResult(
         model=loop.model,
+        protocol=task.protocol,
         epochs=[EpochRecord(**record) for record in state.epochs],
         step_losses=list(state.step_losses),
-        valid_metric=protocol.valid_metric,
+        valid_metric=task.protocol.valid_metric,
         best_valid=state.best_value,
         best_epoch=state.best_epoch,
         test_metrics=test_metrics,
         stopped_early=state.stopped_early,
         train_seconds=seconds,
         samples_per_second=samples / step_seconds if step_seconds > 0 else 0.0,
-        user_map=data.users,
-        item_map=data.items,
+        num_parameters=info.num_parameters,
+        device=str(plan.device),
+        precision=plan.precision,
+        user_map=task.users,
+        item_map=task.items,
         checkpoint=loop.last_checkpoint,
+        workers=1 if context is None else context.world_size,
+        example_batch=_example_batch(task, loop.order),
     )
+    if end_callbacks:
+        for callback in loop.callbacks:
+            callback.on_train_end(result)
+    return result
+
+
+def _example_batch(task: Task, order: BatchOrder, rows: int = 16) -> Batch:
+    """A few real training rows, the shapes and dtypes that exporting the model traces with."""
+    return task.batch(order.permutation(0)[:rows], torch.Generator().manual_seed(0))
+
+
+def _slice_rows(batch: Batch, positions: Tensor, num_rows: int) -> Batch:
+    """The rows ``positions`` of every per-row tensor of a batch (others, if any, are shared as they are)."""
+    return {key: value[positions] if value.shape[:1] == (num_rows,) else value for key, value in batch.items()}
