@@ -134,6 +134,11 @@ class Settings(BaseSettings):
         """Root URI of the Delta tables."""
         return self.lake_uri or str((self.home / "lake").resolve())
 
+    @property
+    def artifacts_root(self) -> Path:
+        """Where training runs keep their files (``HOME/artifacts``; a run's are under ``runs/<run id>``)."""
+        return (self.home / "artifacts").resolve()
+
 
 def setting_sources(overrides: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
     """Each setting's effective value and its origin: argument, env, recplane.yaml or default."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "IngestBatch",
     "QualityReportRecord",
     "SchemaVersion",
+    "TrainingRun",
+    "TrainingRunEpoch",
     "utcnow",
 ]
 
@@ -104,3 +106,52 @@ class QualityReportRecord(Base):
     passed: Mapped[bool] = mapped_column(default=True)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """One training run: what was trained on which data version, by which code, how it ended, where its files are.
+
+    ``group`` names a family of runs (a tuning study); ``parent_id`` points a trial at its study's run.
+    """
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    team: Mapped[str] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    git_sha: Mapped[str | None] = mapped_column(String(40), default=None)
+    git_dirty: Mapped[bool | None] = mapped_column(default=None)
+    recplane_version: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(256), index=True, default=None)
+    dataset_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    item_features: Mapped[str | None] = mapped_column(String(256), default=None)
+    item_features_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    artifacts_uri: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parent_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("training_runs.id", ondelete="SET NULL"), index=True, default=None
+    )
+    group: Mapped[str | None] = mapped_column(String(256), index=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class TrainingRunEpoch(Base):
+    """One epoch of a training run: mean loss, validation metrics and its duration."""
+
+    __tablename__ = "training_run_epochs"
+    __table_args__ = (UniqueConstraint("run_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float, default=None)
+    valid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
