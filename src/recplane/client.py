@@ -8,6 +8,7 @@ the embedded or the remote implementation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from recplane.lake.info import SchemaChangeResult
     from recplane.quality import QualityReport
     from recplane.remote import RemoteClient
+    from recplane.training import TrainCallback, TrainedRun, TrainSpec, TuneResult
+    from recplane.training.runs import RunComparison, RunRecord
 
 __all__ = ["Client"]
 
@@ -122,12 +125,54 @@ class Client:
         """Validate and append rows; returns once they are committed. A repeated batch_id is a no-op."""
         return self._impl.ingest(name, data, batch_id=batch_id)
 
-    def check(
-        self, name: str, *, version: int | None = None, reference_version: int | None = None
-    ) -> QualityReport:
+    def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         """Run the dataset's quality rules on a version and store the report."""
         return self._impl.check(name, version=version, reference_version=reference_version)
 
     def quality_reports(self, name: str, *, limit: int = 20) -> list[QualityReport]:
         """Stored quality reports of a dataset, newest first."""
         return self._impl.quality_reports(name, limit=limit)
+
+    def list_runs(
+        self,
+        *,
+        model: str | None = None,
+        dataset: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Training runs this caller may see, newest first (status: running, finished, failed or pruned)."""
+        return self._impl.list_runs(model=model, dataset=dataset, status=status, group=group, limit=limit)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """One training run: config, data and code versions, metrics, epochs and where its files are."""
+        return self._impl.get_run(run_id)
+
+    def compare_runs(self, run_ids: Sequence[str]) -> RunComparison:
+        """Two or more runs side by side: the settings that differ and every final metric, best marked."""
+        return self._impl.compare_runs(run_ids)
+
+    def train(
+        self,
+        spec: TrainSpec | dict[str, Any] | str | Path | None = None,
+        *,
+        resume: str | None = None,
+        progress: bool = False,
+        callbacks: Sequence[TrainCallback] = (),
+    ) -> TrainedRun:
+        """Train a spec (YAML path or text, dict or ``TrainSpec``) as a recorded run; ``resume``: continue a run
+        from its latest checkpoint. Returns the run record and the trained model."""
+        return self._impl.train(spec, resume=resume, progress=progress, callbacks=callbacks)
+
+    def tune(
+        self,
+        spec: TrainSpec | dict[str, Any] | str | Path,
+        *,
+        trials: int,
+        study: str | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> TuneResult:
+        """Search the spec's ``search`` space with Optuna (TPE, median pruning); every trial is a run."""
+        return self._impl.tune(spec, trials=trials, study=study, seed=seed, progress=progress)

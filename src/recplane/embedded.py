@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
     from recplane.lake.info import SchemaChangeResult
     from recplane.quality import QualityReport
+    from recplane.training import TrainCallback, TrainedRun, TrainSpec, TuneResult
+    from recplane.training.runs import RunComparison, RunRecord
 
 __all__ = ["EmbeddedClient"]
 
@@ -87,12 +91,71 @@ class EmbeddedClient:
     ) -> IngestResult:
         return self.runtime.ingestion.ingest(name, data, principal=self._principal, batch_id=batch_id)
 
-    def check(
-        self, name: str, *, version: int | None = None, reference_version: int | None = None
-    ) -> QualityReport:
+    def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         return self.runtime.quality.check(
             name, principal=self._principal, version=version, reference_version=reference_version
         )
 
     def quality_reports(self, name: str, *, limit: int = 20) -> list[QualityReport]:
         return self.runtime.quality.reports(name, principal=self._principal, limit=limit)
+
+    def list_runs(
+        self,
+        *,
+        model: str | None = None,
+        dataset: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        return self.runtime.runs.list(
+            principal=self._principal, model=model, dataset=dataset, status=status, group=group, limit=limit
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.runtime.runs.get(run_id, principal=self._principal)
+
+    def compare_runs(self, run_ids: Sequence[str]) -> RunComparison:
+        return self.runtime.runs.compare(run_ids, principal=self._principal)
+
+    def train(
+        self,
+        spec: TrainSpec | dict[str, Any] | str | Path | None,
+        *,
+        resume: str | None,
+        progress: bool,
+        callbacks: Sequence[TrainCallback],
+    ) -> TrainedRun:
+        with _progress(progress) as shown:
+            return self.runtime.training.train(
+                spec, principal=self._principal, resume=resume, callbacks=[*shown, *callbacks]
+            )
+
+    def tune(
+        self,
+        spec: TrainSpec | dict[str, Any] | str | Path,
+        *,
+        trials: int,
+        study: str | None,
+        seed: int,
+        progress: bool,
+    ) -> TuneResult:
+        with _progress(progress) as shown:
+            return self.runtime.training.tune(
+                spec, trials=trials, principal=self._principal, study=study, seed=seed, callbacks=shown
+            )
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[list[TrainCallback]]:
+    """A Rich progress display for the run when asked, stopped however the run ends."""
+    if not enabled:
+        yield []
+        return
+    from recplane.training.progress import RichProgress
+
+    display = RichProgress()
+    try:
+        yield [display]
+    finally:
+        display.close()

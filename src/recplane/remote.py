@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import TypeAdapter
 
 from recplane.config import Settings
-from recplane.errors import BackendUnavailable, Overloaded, RecplaneError, error_from_dict
+from recplane.errors import BackendUnavailable, InvalidInput, Overloaded, RecplaneError, error_from_dict
 from recplane.ingest import IngestResult
 from recplane.lake import DatasetInfo, DatasetStats, DatasetVersion, MaintenanceResult, load_spec
 from recplane.lake.info import SchemaChangeResult
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recplane.lake import DatasetSpec
+    from recplane.training.runs import RunComparison, RunRecord
 
 __all__ = ["RemoteClient"]
 
@@ -151,15 +152,56 @@ class RemoteClient:
                 time.sleep(0.05 * 2**attempt)
         raise Overloaded(f"The server stayed overloaded for {_RETRIES} attempts; try again later.")
 
-    def check(
-        self, name: str, *, version: int | None = None, reference_version: int | None = None
-    ) -> QualityReport:
+    def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         body = {"version": version, "reference_version": reference_version}
         return QualityReport.model_validate(self._json("POST", f"/v1/datasets/{name}/checks", json=body))
 
     def quality_reports(self, name: str, *, limit: int = 20) -> list[QualityReport]:
         payload = self._json("GET", f"/v1/datasets/{name}/checks", params={"limit": limit})
         return TypeAdapter(list[QualityReport]).validate_python(payload)
+
+    def list_runs(
+        self,
+        *,
+        model: str | None = None,
+        dataset: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        from recplane.training.runs import RunRecord
+
+        filters = {"model": model, "dataset": dataset, "status": status, "group": group}
+        params: dict[str, Any] = {key: value for key, value in filters.items() if value is not None}
+        payload = self._json("GET", "/v1/runs", params={**params, "limit": limit})
+        return TypeAdapter(list[RunRecord]).validate_python(payload)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        from recplane.training.runs import RunRecord
+
+        return RunRecord.model_validate(self._json("GET", f"/v1/runs/{run_id}"))
+
+    def compare_runs(self, run_ids: Sequence[str]) -> RunComparison:
+        from recplane.training.runs import RunComparison
+
+        payload = self._json("GET", "/v1/runs/compare", params={"ids": ",".join(run_ids)})
+        return RunComparison.model_validate(payload)
+
+    def train(self, spec: Any, **_: Any) -> Any:
+        raise _training_needs_embedded()
+
+    def tune(self, spec: Any, **_: Any) -> Any:
+        raise _training_needs_embedded()
+
+
+def _training_needs_embedded() -> RecplaneError:
+    # Training is compute, not a request: until the scheduler runs it as a job, the trainer runs where it is
+    # started, reading the same catalog and lake the server uses.
+    return InvalidInput(
+        "A remote Client cannot start training yet: server-side jobs arrive with the scheduler. Train with an "
+        "embedded Client (or `recplane train` without --url) pointed at the same catalog and lake "
+        "(RECPLANE_DATABASE_URL, RECPLANE_LAKE_URI); the run is recorded there and visible through the server."
+    )
 
 
 def _error_of(response: httpx.Response) -> RecplaneError:

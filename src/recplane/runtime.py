@@ -6,7 +6,9 @@ the same. It owns connections and writer threads, so close it (or use it as a co
 
 from __future__ import annotations
 
+from functools import cached_property
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from recplane.catalog import Catalog
 from recplane.config import Settings
@@ -14,11 +16,15 @@ from recplane.ingest import IngestService
 from recplane.lake import DatasetService
 from recplane.quality import QualityService
 
+if TYPE_CHECKING:
+    from recplane.training.runs import RunStore
+    from recplane.training.service import TrainingService
+
 __all__ = ["Runtime"]
 
 
 class Runtime:
-    """Catalog + dataset, ingestion and quality services for one recplane home or database."""
+    """Catalog + dataset, ingestion and quality services (and training runs) for one recplane home or database."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -27,6 +33,20 @@ class Runtime:
         self.datasets = DatasetService(self.catalog, self.settings)
         self.ingestion = IngestService(self.catalog, self.datasets, self.settings)
         self.quality = QualityService(self.catalog, self.datasets)
+
+    @cached_property
+    def runs(self) -> RunStore:
+        """Training runs, opened on first use."""
+        from recplane.training.runs import RunStore
+
+        return RunStore(self.catalog, self.settings.artifacts_root)
+
+    @cached_property
+    def training(self) -> TrainingService:
+        """Training specs → recorded runs; imported on first use because the trainer loads torch (seconds)."""
+        from recplane.training.service import TrainingService
+
+        return TrainingService(self.datasets, self.runs)
 
     def close(self) -> None:
         """Flush pending ingestion and release connections."""

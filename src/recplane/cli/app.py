@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from recplane import __version__
 from recplane.cli import bench as bench_cmd
-from recplane.cli import datasets, ingest, load, system, tokens
+from recplane.cli import datasets, features, ingest, load, runs, system, tokens
+from recplane.cli import train as train_cmd
 from recplane.cli.context import CliState
 from recplane.cli.demo import demo
 from recplane.cli.output import err_console
@@ -53,10 +54,14 @@ app.command()(demo)
 app.command("ingest")(ingest.ingest)
 app.command("ingest-stream")(ingest.ingest_stream)
 app.command("bench")(bench_cmd.bench)
+app.command("train")(train_cmd.train)
+app.command("tune")(train_cmd.tune)
 app.add_typer(system.config_app, name="config")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(load.app, name="load")
+app.add_typer(runs.app, name="runs")
+app.add_typer(features.app, name="features")
 
 
 def main() -> None:

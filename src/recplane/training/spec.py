@@ -1,0 +1,157 @@
+"""Training specs: what to train on which data, as YAML or Python, plus an optional search space for tuning.
+
+A spec names the data by dataset (and optionally version, else the latest at run time; the run records the
+version it read) and carries the trainer's settings under ``train`` — any :class:`TrainConfig` field::
+
+    name: mf-ml100k
+    dataset: ml100k_ratings          # user_id, item_id, ts (+ rating for CTR models)
+    item_features: ml100k_item_text  # optional: item_id + feature columns (e.g. a text embedding)
+    workers: 1                       # > 1: data-parallel processes (torch.distributed)
+    export: true                     # weights + signature + the fastest inference form, in the run's model/
+    train:
+      model: mf
+      epochs: 30
+      lr: 0.001
+      params: {embedding_size: 64}
+    search:                          # only for `recplane tune`
+      lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+      params.embedding_size: {type: categorical, choices: [32, 64, 128]}
+
+Dotted keys (``params.embedding_size``) address nested ``train`` settings, in search spaces and in overrides
+(``recplane train spec.yaml --set epochs=5``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recplane.errors import InvalidInput, InvalidSpec
+from recplane.training.trainer import TrainConfig
+
+__all__ = ["SearchParam", "TrainSpec", "load_train_spec"]
+
+
+class SearchParam(BaseModel):
+    """One dimension of a search space: a float or int range (``log`` for scales), or a list of choices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} parameter needs 'low' < 'high'")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs 'low' > 0")
+        return self
+
+
+class TrainSpec(BaseModel):
+    """A training job: data, trainer settings, parallelism and (for tuning) a search space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    dataset: str
+    version: int | None = Field(default=None, ge=0)
+    item_features: str | None = None
+    item_features_version: int | None = Field(default=None, ge=0)
+    user_features: str | None = None
+    user_features_version: int | None = Field(default=None, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    export: bool = Field(default=True, description="Export the model for serving into the run's model/ folder.")
+    tags: dict[str, str] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_train_settings(self) -> TrainSpec:
+        self.train_config()  # raises with the offending key named
+        return self
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.train.get('model', 'mf')}-{self.dataset}"
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The trainer's :class:`TrainConfig` from ``train`` (plus ``overrides``), with clear errors."""
+        values = {**self.train, **overrides}
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidSpec(f"Unknown train setting(s) {unknown}; valid settings are {sorted(known)}.")
+        try:
+            return TrainConfig(**values)
+        except InvalidSpec:
+            raise
+        except (InvalidInput, TypeError, ValueError) as exc:
+            raise InvalidSpec(f"Invalid train settings: {exc}") from exc
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainSpec:
+        """A copy with dotted ``train`` keys set (``lr``, ``params.embedding_size``) or top-level keys
+        (``dataset``, ``version``, ``workers``, ...) replaced."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            head = key.split(".", 1)[0]
+            if head in TrainSpec.model_fields and head != "train":
+                data[head] = value
+            else:
+                _set_dotted(data["train"], key.removeprefix("train."), value)
+        return _validated(data, "the overridden spec")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InvalidInput(f"Cannot set {dotted!r}: {part!r} is not a mapping.")
+        target = child
+    target[leaf] = copy.deepcopy(value)
+
+
+def load_train_spec(source: TrainSpec | dict[str, Any] | str | Path) -> TrainSpec:
+    """A TrainSpec from a spec, a dict, a YAML string or a YAML file path."""
+    if isinstance(source, TrainSpec):
+        return source
+    if isinstance(source, dict):
+        return _validated(source, "the given mapping")
+    text, origin = str(source), "the given YAML"
+    if isinstance(source, Path) or (len(text) < 4096 and "\n" not in text and text.endswith((".yaml", ".yml"))):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidSpec(f"Training spec file {path} does not exist.")
+        text, origin = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{origin} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{origin} must be a mapping with at least 'dataset' and 'train'.")
+    return _validated(data, origin)
+
+
+def _validated(data: dict[str, Any], origin: str) -> TrainSpec:
+    try:
+        return TrainSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors())
+        raise InvalidSpec(f"Invalid training spec in {origin}: {problems}", details={"errors": problems}) from exc
