@@ -38,6 +38,7 @@ from recplane.models.mmoe import MMoE, MMoEConfig
 from recplane.models.moe import SparseMoEConfig, SparseMoERanker
 from recplane.models.negatives import InteractionSet, NegativeSampler
 from recplane.training.data import IdMap
+from recplane.training.evaluate import DEFAULT_COLD_THRESHOLD
 from recplane.training.feature_tables import build_entity_features, check_distinct_names
 from recplane.training.metrics import auc, gauc, log_loss
 from recplane.training.protocol import Protocol, default_protocol, split_for_protocol
@@ -259,12 +260,25 @@ class RankingTask:
             batch = {key: value.to(device) for key, value in self.features(rows, index).items()}
             chunks.append({task: p.float().cpu() for task, p in model.predict(batch).items()})
         metrics: dict[str, float] = {}
+        cold = self._cold_item_rows(rows)
         for position, task in enumerate(self.tasks):
             prefix = "" if position == 0 else f"{task}_"
             probabilities = torch.cat([chunk[task] for chunk in chunks])
             values = _binary_metrics(rows.labels[task], probabilities, rows.users)
             metrics.update({prefix + name: value for name, value in values.items()})
+            if position == 0 and bool(cold.any()):
+                # The segment text features are for: items seen fewer than 5 times in training.
+                values = _binary_metrics(rows.labels[task][cold], probabilities[cold], rows.users[cold])
+                metrics.update({f"cold_items/{name}": value for name, value in values.items()})
         return metrics
+
+    def _cold_item_rows(self, rows: _Rows) -> Tensor:
+        """Rows whose item has fewer than ``DEFAULT_COLD_THRESHOLD`` observed training rows (sampled
+        non-clicks of the multi-task models do not count as interactions)."""
+        train = self.parts["train"]
+        observed = train.labels["click"] == 1 if self.multi_task else torch.ones(len(train), dtype=torch.bool)
+        counts = torch.bincount(train.items[observed], minlength=self.items.num_embeddings)
+        return counts[rows.items] < DEFAULT_COLD_THRESHOLD
 
 
 def _binary_metrics(labels: Tensor, probabilities: Tensor, users: Tensor) -> dict[str, float]:

@@ -122,7 +122,10 @@ class _FullSortTask:
             metrics=self.protocol.metrics,
             batch_users=self.config.eval_batch_users,
         )
-        return result.metrics
+        segments = {
+            f"{segment}/{name}": value for segment, values in result.segments.items() for name, value in values.items()
+        }
+        return {**result.metrics, **segments}
 
 
 class PairwiseTask(_FullSortTask):
