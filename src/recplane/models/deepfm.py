@@ -92,12 +92,16 @@ class DeepFM(RankingModel):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         """``{label: logits [B]}``."""
         inputs = self.features(batch)
-        dense_fields = [
-            project(values)
-            for project, values in zip(
-                self.dense_to_field, inputs.dense.split([f.dim for f in self.config.dense_fields], 1), strict=True
-            )
-        ]
+        dense_fields = (
+            [
+                project(values)
+                for project, values in zip(
+                    self.dense_to_field, inputs.dense.split([f.dim for f in self.config.dense_fields], 1), strict=True
+                )
+            ]
+            if self.config.dense_fields
+            else []  # an empty split exports but does not reload under torch.export
+        )
         fields = torch.cat([inputs.stacked(), *(d.unsqueeze(1) for d in dense_fields)], dim=1)  # [B, F, D]
         first = torch.cat(self.first_order(batch).sparse, dim=1).sum(dim=1) + self.bias
         if self.dense_linear is not None:

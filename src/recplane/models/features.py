@@ -129,7 +129,7 @@ class FieldInputs:
         """``[B, F, D]`` sparse field embeddings; every sparse field must have the same dim."""
         if not self.sparse:
             raise ValueError("No sparse fields to stack; declare at least one SparseField.")
-        dims = {t.shape[-1] for t in self.sparse}
+        dims = {int(t.shape[-1]) for t in self.sparse}  # ints, not tensors, so TorchScript can trace it
         if len(dims) > 1:
             raise ValueError(f"Sparse fields have different dims {sorted(dims)}; stacking needs one dim.")
         return torch.stack(self.sparse, dim=1)

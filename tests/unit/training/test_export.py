@@ -160,7 +160,7 @@ def test_every_form_works_on_deepfm_and_the_manifest_says_which_was_fastest(tmp_
     timed = manifest.latency_ms
     fastest = min(timed, key=lambda form: timed[form]["example_batch"] + timed[form]["batch_1"])
     assert manifest.form == fastest
-    assert {"torch_export", "onnx"} <= set(timed), manifest.failures
+    assert {"torchscript", "torch_export", "onnx"} <= set(timed), manifest.failures
     assert all(set(t) == {"example_batch", "batch_1"} and min(t.values()) > 0 for t in timed.values())
     # Labels and keys the model never reads are not inputs; the order is the signature's.
     assert [spec.name for spec in manifest.inputs] == ["user_id", "item_id", "genres", "genres_len", "age"]
