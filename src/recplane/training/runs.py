@@ -429,6 +429,10 @@ def _flatten(prefix: str, value: Any, into: dict[str, JsonScalar]) -> None:
     into[prefix] = value if isinstance(value, JsonScalar) else str(value)
 
 
+# Config keys that differ between any two runs without saying anything about them (each run's own folder).
+_NOT_SETTINGS = {"model", "checkpoint_dir"}
+
+
 def _settings_of(run: RunRecord) -> dict[str, JsonScalar]:
     values: dict[str, JsonScalar] = {
         "model": run.model,
@@ -441,7 +445,7 @@ def _settings_of(run: RunRecord) -> dict[str, JsonScalar]:
         "group": run.group,
     }
     for key, value in run.config.items():
-        if key != "model":
+        if key not in _NOT_SETTINGS:
             _flatten(key, value, values)
     return values
 

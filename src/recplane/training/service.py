@@ -155,16 +155,22 @@ class TrainingService:
 
     def _read(self, spec: TrainSpec, principal: Principal) -> _Data:
         interactions, version, team = self._read_one(spec.dataset, spec.version, principal)
-        items = self._read_one(spec.item_features, spec.item_features_version, principal)
-        users = self._read_one(spec.user_features, spec.user_features_version, principal)
+        items = self._read_one(
+            spec.item_features, spec.item_features_version, principal, _key_and(spec.item_feature_columns, "item_id")
+        )
+        users = self._read_one(
+            spec.user_features, spec.user_features_version, principal, _key_and(spec.user_feature_columns, "user_id")
+        )
         return _Data(interactions, version, team, items[0], items[1], users[0], users[1])
 
-    def _read_one(self, name: str | None, version: int | None, principal: Principal) -> tuple[Any, Any, Any]:
+    def _read_one(
+        self, name: str | None, version: int | None, principal: Principal, columns: list[str] | None = None
+    ) -> tuple[Any, Any, Any]:
         if name is None:
             return None, None, None
         info = self.datasets.get(name, principal=principal)
         pinned = info.current_version if version is None else version
-        table = self.datasets.read(name, principal=principal, version=pinned)
+        table = self.datasets.read(name, principal=principal, version=pinned, columns=columns)
         if table.num_rows == 0:
             raise InvalidInput(f"Dataset {name!r} has no rows at version {pinned}; load data before training.")
         return table, pinned, info.team
@@ -175,6 +181,10 @@ def _export(result: TrainResult, folder: Path) -> None:
     export_model(result.model, folder, example_batch=result.example_batch or {})
     pq.write_table(pa.table({"user_id": result.user_map.values}), folder / "user_ids.parquet")
     pq.write_table(pa.table({"item_id": result.item_map.values}), folder / "item_ids.parquet")
+
+
+def _key_and(columns: list[str] | None, key: str) -> list[str] | None:
+    return None if columns is None else [key, *(c for c in columns if c != key)]
 
 
 def _lineage_tags(spec: TrainSpec, data: _Data, parent: RunRecord | None) -> dict[str, str]:

@@ -5,7 +5,8 @@ version it read) and carries the trainer's settings under ``train`` — any :cla
 
     name: mf-ml100k
     dataset: ml100k_ratings          # user_id, item_id, ts (+ rating for CTR models)
-    item_features: ml100k_item_text  # optional: item_id + feature columns (e.g. a text embedding)
+    item_features: ml100k_items      # optional: item_id + feature columns (a text embedding, genres ...)
+    item_feature_columns: [genres]   # optional: which of them (default: all)
     workers: 1                       # > 1: data-parallel processes (torch.distributed)
     export: true                     # weights + signature + the fastest inference form, in the run's model/
     train:
@@ -71,8 +72,10 @@ class TrainSpec(BaseModel):
     version: int | None = Field(default=None, ge=0)
     item_features: str | None = None
     item_features_version: int | None = Field(default=None, ge=0)
+    item_feature_columns: list[str] | None = Field(default=None, description="Feature columns (default: all).")
     user_features: str | None = None
     user_features_version: int | None = Field(default=None, ge=0)
+    user_feature_columns: list[str] | None = Field(default=None, description="Feature columns (default: all).")
     workers: int = Field(default=1, ge=1, le=64)
     export: bool = Field(default=True, description="Export the model for serving into the run's model/ folder.")
     tags: dict[str, str] = Field(default_factory=dict)
