@@ -1,16 +1,18 @@
 """`recplane demo`: the guided tour a newcomer runs first (``make demo``).
 
-Today it shows the data foundation end to end: load MovieLens-100K (or synthetic data, saying so), version
-history, statistics, a quality report, real-time ingestion with dead letters, schema evolution and a
-time-travel read. Later capabilities extend the same tour.
+It shows the data foundation end to end — load MovieLens-100K (or synthetic data, saying so), version history,
+statistics, a quality report, real-time ingestion with dead letters, schema evolution and a time-travel read —
+then trains and evaluates two models on the versioned data (a retrieval model and a CTR ranker with item
+features), each a recorded run with its exported inference model. Later capabilities extend the same tour.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.panel import Panel
@@ -20,6 +22,9 @@ from recplane.cli.context import client_of, settings_of
 from recplane.cli.output import console, print_records
 from recplane.client import Client
 from recplane.errors import RecplaneError
+
+if TYPE_CHECKING:
+    from recplane.training.runs import RunRecord
 
 __all__ = ["demo"]
 
@@ -46,6 +51,36 @@ def _load_data(client: Client, path: Path | None) -> str:
 
 
 
+def _demo_specs(ratings: str) -> list[dict[str, Any]]:
+    """Settings that train in seconds on a laptop and still learn (see docs/training.md for tuned ones)."""
+    return [
+        {"name": "demo-mf", "dataset": ratings,
+         "train": {"model": "mf", "epochs": 10, "lr": 0.01, "params": {"dim": 64}}},
+        {"name": "demo-deepfm", "dataset": ratings, "item_features": "ml100k_items",
+         "item_feature_columns": ["genres", "release_year"],
+         "train": {"model": "deepfm", "epochs": 5, "lr": 0.001, "batch_size": 2048}},
+    ]
+
+
+def _train(client: Client, spec: dict[str, Any]) -> RunRecord:
+    trained = client.train(spec, progress=True)
+    run, manifest = trained.run, Path(trained.run.artifacts_uri) / "model" / "manifest.json"
+    console.print(f"run [bold]{run.id}[/] {run.name}: {run.status} in {run.metrics.train_seconds:.1f}s, "
+                  f"data {run.dataset}@{run.dataset_version}")
+    if manifest.is_file():
+        chosen = json.loads(manifest.read_text())
+        latency = chosen["latency_ms"][chosen["form"]]["batch_1"]
+        console.print(f"  exported for serving as {chosen['form']} ({latency:.3f} ms per single-row call): "
+                      f"{manifest.parent}")
+    return run
+
+
+def _headline_metric(row_name: str) -> bool:
+    """Test accuracy metrics over all users (``test.ndcg@10``, ``test.auc``), not segments or diagnostics."""
+    part, _, name = row_name.partition(".")
+    return part == "test" and name.split("@")[0] in ("recall", "ndcg", "mrr", "hit", "auc", "gauc", "logloss")
+
+
 def _live_events(now: datetime) -> list[dict[str, Any]]:
     good = [{"user_id": 1 + i, "item_id": 50 + i, "rating": 4.0, "ts": (now - timedelta(minutes=i)).isoformat()}
             for i in range(8)]
@@ -58,7 +93,8 @@ def demo(
     ctx: typer.Context,
     path: Annotated[Path | None, typer.Option(help="MovieLens source (RecBole wheel/folder, GroupLens).")] = None,
 ) -> None:
-    """A guided tour: load data, versions, stats, quality, live ingestion, schema evolution, time travel."""
+    """A guided tour: load data, versions, stats, quality, live ingestion, schema evolution, time travel,
+    then training and evaluating two models as recorded runs."""
     started = time.perf_counter()
     settings = settings_of(ctx)
     console.print(Panel.fit(f"[bold]recplane demo[/]\nhome: {settings.home.resolve()}", border_style="cyan"))
@@ -106,8 +142,19 @@ def demo(
     console.print(f"version {first_data}: {then.num_rows:,} rows, columns {then.column_names}")
     console.print(f"now (v{history[0].version}): {now_.num_rows:,} rows, columns {now_.column_names}")
 
+    _step("7. Train and evaluate: recorded runs on the exact dataset version")
+    runs = [_train(client, spec) for spec in _demo_specs(ratings)]
+    comparison = client.compare_runs([run.id for run in runs])
+    print_records(
+        [{"metric": row.name, **{run.name: value for run, value in zip(runs, row.values, strict=True)}}
+         for row in comparison.rows if _headline_metric(row.name)],
+        ["metric", *(run.name for run in runs)],
+        title="recplane runs compare",
+    )
+
     console.print(Panel.fit(
         f"Done in {time.perf_counter() - started:.1f}s.\nTry: recplane --home {settings.home} datasets list\n"
         f"     recplane --home {settings.home} datasets history {ratings}\n"
+        f"     recplane --home {settings.home} runs list\n"
         f"     recplane --home {settings.home} server --dev   (then open http://127.0.0.1:8000/docs)",
         title="next", border_style="green"))
