@@ -125,6 +125,18 @@ class Client:
         """Validate and append rows; returns once they are committed. A repeated batch_id is a no-op."""
         return self._impl.ingest(name, data, batch_id=batch_id)
 
+    def replace_dataset(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame | list[dict[str, Any]],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Make ``data`` the whole content of a dataset as one new version and return it; older versions stay
+        readable. All or nothing: an invalid row or a repeated dedup key raises InvalidInput and writes nothing.
+        An empty table clears the dataset. ``metadata`` (JSON) is recorded with the version (see ``history``)."""
+        return self._impl.replace_dataset(name, data, metadata=metadata)
+
     def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         """Run the dataset's quality rules on a version and store the report."""
         return self._impl.check(name, version=version, reference_version=reference_version)

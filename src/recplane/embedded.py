@@ -91,6 +91,19 @@ class EmbeddedClient:
     ) -> IngestResult:
         return self.runtime.ingestion.ingest(name, data, principal=self._principal, batch_id=batch_id)
 
+    def replace_dataset(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame | list[dict[str, Any]],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        from recplane.lake.datasets import replacement_table
+
+        return self.runtime.datasets.replace(
+            name, replacement_table(data), principal=self._principal, metadata=metadata
+        )
+
     def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         return self.runtime.quality.check(
             name, principal=self._principal, version=version, reference_version=reference_version

@@ -7,6 +7,7 @@ append a batch twice.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from recplane.config import Settings
 from recplane.errors import BackendUnavailable, InvalidInput, Overloaded, RecplaneError, error_from_dict
 from recplane.ingest import IngestResult
 from recplane.lake import DatasetInfo, DatasetStats, DatasetVersion, MaintenanceResult, load_spec
+from recplane.lake.datasets import replacement_table
 from recplane.lake.info import SchemaChangeResult
 from recplane.quality import QualityReport
 from recplane.wire import ARROW_STREAM, table_from_ipc, table_to_ipc
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["RemoteClient"]
 
 _RETRIES = 8
+_COMMIT_METADATA = "Commit-Metadata"  # the header PUT /v1/datasets/{name}/rows reads commit metadata from
 _CHUNK_ROWS = 200_000
 
 
@@ -151,6 +154,21 @@ class RemoteClient:
                     raise
                 time.sleep(0.05 * 2**attempt)
         raise Overloaded(f"The server stayed overloaded for {_RETRIES} attempts; try again later.")
+
+    def replace_dataset(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame | list[dict[str, Any]],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        # One request, never chunked: a replace split over requests would not be one version.
+        headers = {"Content-Type": ARROW_STREAM}
+        if metadata:
+            headers[_COMMIT_METADATA] = json.dumps(metadata)  # ASCII-only, as headers must be
+        body = table_to_ipc(replacement_table(data))
+        payload = self._json("PUT", f"/v1/datasets/{name}/rows", content=body, headers=headers)
+        return int(payload["version"])
 
     def check(self, name: str, *, version: int | None = None, reference_version: int | None = None) -> QualityReport:
         body = {"version": version, "reference_version": reference_version}

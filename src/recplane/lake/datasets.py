@@ -3,13 +3,17 @@
 A dataset is a Delta table plus its spec in the catalog. Every commit is a version; every accepted schema
 change is a schema version valid from a Delta version on, so reads at any version come back in the types of
 their day. Each dataset ``x`` gets a dead-letter dataset ``x__rejected`` for rows that failed validation.
-Every method checks that the calling principal's team owns the dataset.
+Every method checks that the calling principal's team owns the dataset. Ingestion appends; :meth:`replace`
+swaps the whole content for a new one as a single version.
 """
 
 from __future__ import annotations
 
 import builtins
+import itertools
+import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,11 +42,23 @@ from recplane.lake.stats import dataset_stats
 from recplane.lake.table import DeltaDataset, to_logical
 from recplane.lake.versions import SchemaEntry, SchemaTimeline, columns_document, commit_to_version
 
-__all__ = ["REJECTED_SUFFIX", "DatasetService", "OpenDataset", "rejected_name", "rejected_spec"]
+__all__ = [
+    "REJECTED_SUFFIX",
+    "DatasetService",
+    "OpenDataset",
+    "rejected_name",
+    "rejected_spec",
+    "replacement_table",
+]
 
 REJECTED_SUFFIX = "__rejected"
 _MAX_NAME = 128 - len(REJECTED_SUFFIX)
 SpecSource = DatasetSpec | dict[str, Any] | str | Path
+# Commit metadata recplane writes itself: history and the ingestion ledger read these keys back.
+_OWN_METADATA = frozenset(
+    {"operation", "author", "schema_version", "rows_added", "rows_removed", "batch_ids", "batch_rows", "batch_count"}
+)
+_SHOWN_PROBLEMS = 5
 
 
 def rejected_name(name: str) -> str:
@@ -80,6 +96,95 @@ class OpenDataset:
     def name(self) -> str:
         """The dataset's name."""
         return self.info.name
+
+
+def replacement_table(data: Any) -> pa.Table:
+    """The new content of a replace as one Arrow table: from a pyarrow Table, a pandas DataFrame or row dicts.
+
+    Row dicts become one column per key seen in any row (missing keys are null); the values keep their Python
+    types and are validated and converted to the dataset's types by :meth:`DatasetService.replace`.
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if isinstance(data, list):
+        return _rows_table(data)
+    if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise InvalidInput(
+        f"Cannot replace a dataset with a {type(data).__name__}: give a pyarrow.Table, a pandas.DataFrame "
+        f"or a list of row dicts."
+    )
+
+
+def _rows_table(rows: builtins.list[Any]) -> pa.Table:
+    wrong = next((index for index, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if wrong is not None:
+        raise InvalidInput(f"Row {wrong} is a {type(rows[wrong]).__name__}, not a dict of column values.")
+    names = builtins.list(dict.fromkeys(key for row in rows for key in row))
+    columns = {}
+    for name in names:
+        try:
+            columns[name] = pa.array([row.get(name) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInput(
+                f"Column {name!r} holds values that cannot be one Arrow column ({exc}); give every row the same "
+                f"kind of value there, or pass a pyarrow.Table."
+            ) from exc
+    return pa.table(columns)
+
+
+def _commit_extras(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Caller metadata for a commit: JSON values under keys recplane does not write itself."""
+    extras = dict(metadata or {})
+    taken = sorted(key for key in extras if key.removeprefix("recplane.") in _OWN_METADATA)
+    if taken:
+        raise InvalidInput(f"Commit metadata key(s) {taken} are recorded by recplane itself; choose other names.")
+    try:
+        json.dumps(extras)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"Commit metadata must be JSON (strings, numbers, lists, dicts): {exc}.") from exc
+    return extras
+
+
+def _shown(problems: builtins.list[str], total: int) -> str:
+    more = f"; and {total - len(problems)} more" if total > len(problems) else ""
+    return "; ".join(problems) + more
+
+
+def _replacement_rows(spec: DatasetSpec, data: pa.Table) -> pa.Table:
+    """``data`` validated and converted to the storage schema, or InvalidInput naming the first problems."""
+    # Ingestion owns the row rules; importing them here (not at module load) keeps lake importable on its own.
+    from recplane.ingest.dedup import split_duplicates
+    from recplane.ingest.validation import Validator
+
+    validator = Validator(spec)
+    if data.num_columns == 0 and data.num_rows == 0:
+        return validator.storage.empty_table()
+    validated = validator.validate_batch(data, mode="arrow")
+    if validated.rejected:
+        pairs = zip(validated.rejected_rows, validated.rejected_reasons, strict=True)
+        shown = [f"row {row}: {reason}" for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)]
+        raise InvalidInput(
+            f"{validated.rejected} of {data.num_rows} rows cannot go into dataset {spec.name!r}, so nothing was "
+            f"replaced (a replace is all or nothing): {_shown(shown, validated.rejected)}. Fix or drop those rows "
+            f"and replace again."
+        )
+    split = split_duplicates(validated.accepted, builtins.list(spec.dedup_key))
+    if split.duplicate_rows:
+        pairs = zip(split.duplicate_rows, split.reasons, strict=True)
+        shown = [
+            f"row {row}: {reason.removesuffix(': repeated in the same commit')} as an earlier row"
+            for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)
+        ]
+        raise InvalidInput(
+            f"{len(split.duplicate_rows)} row(s) repeat the dedup key {spec.dedup_key} of dataset {spec.name!r}, "
+            f"so nothing was replaced: {_shown(shown, len(split.duplicate_rows))}. Keep one row per key."
+        )
+    return validated.accepted
 
 
 def _aware(moment: datetime) -> datetime:
@@ -229,6 +334,47 @@ class DatasetService:
         opened = self.open(name, principal=principal)
         timeline = self._timeline(name)
         return [commit_to_version(commit, timeline) for commit in opened.table.history()]
+
+    def replace(
+        self,
+        name: str,
+        data: pa.Table,
+        *,
+        principal: Principal,
+        author: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Make ``data`` the whole content of ``name`` as one new version (operation ``replace``); returns it.
+
+        Rows are validated and converted as ingestion does, but all or nothing: one invalid row, or two rows
+        with the same dedup key, refuses the whole replace with InvalidInput and writes nothing (there are no
+        dead letters, since a replace that dropped rows would silently lose them). An empty table clears the
+        dataset. Older versions stay readable by time travel until retention vacuums them. ``metadata`` is
+        recorded with the commit and shows in history; recplane's own keys (author, rows_added ...) are refused.
+        Rows that ingestion commits while the replace is being written are kept on top of the new content, as
+        if they had arrived just after it (appends take no lock, and Delta does not remove files it never read).
+        """
+        if name.endswith(REJECTED_SUFFIX):
+            raise InvalidInput(f"{name!r} is a dead-letter dataset, written only by recplane's validation.")
+        extras = _commit_extras(metadata)
+        self.open(name, principal=principal)  # the team check, before waiting for the lock
+        with self.write_lock(name):
+            # Under the lock: no schema change, compaction or retention can commit between validation and write.
+            opened = self.open(name, principal=principal)
+            rows = _replacement_rows(opened.spec, data)
+            removed = opened.table.refresh().to_pyarrow_dataset().count_rows()
+            own = {
+                "operation": "replace",
+                "author": author or principal.name,
+                "schema_version": opened.info.schema_version,
+                "rows_added": rows.num_rows,
+                "rows_removed": removed,
+            }
+            version = opened.table.overwrite(rows, metadata={**extras, **own})
+        with self._lock:
+            # The cached OpenDataset still reports the version before the replace.
+            self._opened.pop(name, None)
+        return version
 
     def stats(self, name: str, *, principal: Principal, version: int | None = None) -> DatasetStats:
         """Rows, bytes, files and per-column profile at a version (default: the newest)."""

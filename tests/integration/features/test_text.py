@@ -5,12 +5,14 @@ The model is loaded once for the whole session (``minilm``); every test shares i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import typer
+from tests.fixtures.server import ServerProcess
 from typer.testing import CliRunner
 
 from recplane import Client
@@ -138,6 +140,31 @@ def test_items_missing_from_the_source_version_are_removed(client: Client, minil
     )
     assert (result.total, result.removed, result.encoded, result.source_version) == (4, 1, 0, 1)
     assert sorted(client.read("item_text")["item_id"].to_pylist()) == [1, 2, 3, 4]
+
+
+def test_a_remote_client_embeds_through_the_server(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path, minilm: MiniLMEncoder
+) -> None:
+    server = server_factory(tmp_path / "served", dev=True)
+    with Client(server.url) as remote:
+        remote.create_dataset({"name": "items", **ITEMS_SPEC})
+        remote.ingest("items", ITEMS)
+        first = embed_item_text(
+            remote, source="items", target="item_text", text_columns=["title"], encoder=minilm, progress=False
+        )
+        remote.ingest("items", [{"item_id": 5, "title": "Heat", "genres": ["Action"]}])
+        second = embed_item_text(
+            remote, source="items", target="item_text", text_columns=["title"], encoder=minilm, progress=False
+        )
+        table = remote.read("item_text").sort_by("item_id")
+        newest = remote.history("item_text")[0]
+    assert (first.encoded, second.encoded, second.reused, second.version) == (4, 1, 4, first.version + 1)
+    assert table["item_id"].to_pylist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(
+        np.stack(table["embedding"].to_numpy(zero_copy_only=False)), minilm.encode(table["text"].to_pylist()), atol=1e-5
+    )
+    assert (newest.operation, newest.rows_added, newest.rows_removed) == ("replace", 5, 4)
+    assert (newest.metadata["encoded"], newest.metadata["reused"], newest.metadata["source_version"]) == (1, 4, 2)
 
 
 def test_cli_embeds_text_and_a_rerun_reports_unchanged(settings: Settings, minilm: MiniLMEncoder) -> None:

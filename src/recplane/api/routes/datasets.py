@@ -1,20 +1,36 @@
-"""REST routes for datasets: register, evolve, list, read (Arrow IPC or JSON), history, stats, maintenance."""
+"""REST routes for datasets: register, evolve, list, read (Arrow IPC or JSON), replace, history, stats, maintenance."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Response
+import pyarrow as pa
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from recplane.api.deps import Caller, RuntimeDep
+from recplane.errors import InvalidInput, PayloadTooLarge
 from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
 from recplane.lake.info import SchemaChangeResult
-from recplane.wire import ARROW_STREAM, table_to_ipc
+from recplane.wire import ARROW_STREAM, table_from_ipc, table_to_ipc
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_REPLACE_BODY = {
+    "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    "required": True,
+    "description": "The dataset's whole new content as one Arrow IPC stream (an empty table clears it).",
+}
+
+
+class DatasetReplaced(BaseModel):
+    """The answer to a replace: the version that holds the new content."""
+
+    version: int = Field(description="The new version; older versions stay readable by time travel.")
 
 
 @router.get("", response_model=list[DatasetInfo], summary="List the datasets your team may see")
@@ -29,8 +45,6 @@ def create_dataset(spec: DatasetSpec, runtime: RuntimeDep, caller: Caller) -> Da
 
 @router.put("/{name}", response_model=SchemaChangeResult, summary="Create or evolve a dataset to this spec")
 def apply_dataset(name: str, spec: DatasetSpec, runtime: RuntimeDep, caller: Caller) -> SchemaChangeResult:
-    from recplane.errors import InvalidInput
-
     if spec.name != name:
         raise InvalidInput(f"The URL names dataset {name!r} but the spec names {spec.name!r}.")
     return runtime.datasets.apply(spec, principal=caller)
@@ -76,6 +90,71 @@ async def read_rows(
         body = orjson.dumps(table.to_pylist(), option=orjson.OPT_PASSTHROUGH_DATETIME, default=str)
         return Response(body, media_type="application/json")
     return Response(table_to_ipc(table), media_type=ARROW_STREAM)
+
+
+@router.put(
+    "/{name}/rows",
+    response_model=DatasetReplaced,
+    summary="Replace the whole content as one new version (all or nothing)",
+    openapi_extra={"requestBody": _REPLACE_BODY},
+    responses={
+        403: {"description": "The dataset belongs to another team"},
+        413: {"description": "Body over max_request_bytes"},
+        422: {"description": "An invalid row or a repeated dedup key: nothing was written"},
+    },
+)
+async def replace_rows(
+    name: str,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Caller,
+    commit_metadata: Annotated[
+        str | None, Header(max_length=8192, description="A JSON object recorded with the new version.")
+    ] = None,
+) -> DatasetReplaced:
+    """Validate every row (as ingestion does); any invalid row or repeated dedup key refuses the whole body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type != ARROW_STREAM:
+        raise InvalidInput(f"Send the new content as an Arrow IPC stream (Content-Type: {ARROW_STREAM}).")
+    metadata = _metadata(commit_metadata)
+    body = await _read_limited(request, runtime.settings.max_request_bytes)
+    table = await run_in_threadpool(_table_of, body)
+    version = await run_in_threadpool(runtime.datasets.replace, name, table, principal=caller, metadata=metadata)
+    return DatasetReplaced(version=version)
+
+
+def _metadata(header: str | None) -> dict[str, Any] | None:
+    if header is None:
+        return None
+    try:
+        metadata = json.loads(header)
+    except ValueError as exc:
+        raise InvalidInput(f"The Commit-Metadata header is not JSON: {exc}.") from exc
+    if not isinstance(metadata, dict):
+        raise InvalidInput("The Commit-Metadata header must be a JSON object.")
+    return metadata
+
+
+def _table_of(body: bytes) -> pa.Table:
+    try:
+        return table_from_ipc(body)
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"The body is not an Arrow IPC stream: {exc}.") from exc
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (a replace is one body: it cannot be split)."""
+    advice = "Replace from an embedded client, or raise the server's max_request_bytes."
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}. {advice}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is over the {limit}-byte limit. {advice}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post("/{name}/compact", response_model=MaintenanceResult, summary="Compact small files")
