@@ -22,6 +22,7 @@ import os
 import pickle
 import queue
 import socket
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def _worker(
     device_type: str,
     threads: int,
     fn: Callable[..., Any],
-    args: tuple[Any, ...],
+    args_file: str,
     channel: Any,
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -82,6 +83,8 @@ def _worker(
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size)
     try:
+        with open(args_file, "rb") as file:
+            args = pickle.load(file)
         value = fn(WorkerContext(rank, world_size, device, channel), *args)
         if rank == 0:
             channel.put(("result", _detached(value)))
@@ -109,9 +112,27 @@ def launch(
         raise InvalidInput(f"{workers} CUDA workers need {workers} GPUs; this machine has {torch.cuda.device_count()}.")
     threads = max(1, (os.cpu_count() or 1) // workers)
     channel = mp.get_context("spawn").Queue()
+    with tempfile.TemporaryDirectory(prefix="recplane-workers-") as folder:
+        # The data travels through a file, not the spawn pipe: a child that dies before reading a large pipe
+        # payload (a script without `if __name__ == "__main__":`) would block this process forever.
+        args_file = os.path.join(folder, "args.pkl")
+        with open(args_file, "wb") as file:
+            pickle.dump(args, file, protocol=pickle.HIGHEST_PROTOCOL)
+        return _run_workers(workers, threads, device_type, fn, args_file, channel, on_event)
+
+
+def _run_workers(
+    workers: int,
+    threads: int,
+    device_type: str,
+    fn: Callable[..., R],
+    args_file: str,
+    channel: Any,
+    on_event: EventHandler | None,
+) -> R:
     processes = mp.start_processes(
         _worker,
-        args=(workers, _free_port(), device_type, threads, fn, args, channel),
+        args=(workers, _free_port(), device_type, threads, fn, args_file, channel),
         nprocs=workers,
         join=False,
         start_method="spawn",
@@ -166,7 +187,10 @@ def _failure(outcome: list[Any], exc: BaseException) -> Exception:
             if original is not None:
                 return error_from_dict(original)
             return TrainingFailed(f"A training worker failed: {message}")
-    return TrainingFailed(f"A training worker failed: {exc}")
+    return TrainingFailed(
+        f"A training worker failed: {exc}. Its error is printed above. A worker that dies at start-up is often a "
+        'script without `if __name__ == "__main__":` around the training call: spawned workers re-import it.'
+    )
 
 
 def shard_rows(num_rows: int, context: WorkerContext) -> tuple[Tensor, float]:
