@@ -3,6 +3,9 @@ caller, worker errors surfaced, pruning stops the workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,3 +81,23 @@ def test_a_callback_error_stops_the_workers_and_reaches_the_caller() -> None:
 def test_a_worker_error_is_raised_as_the_original_recplane_error() -> None:
     with pytest.raises(InvalidInput, match="Invalid params for model 'mf'"):
         train(tiny_interactions(), tiny_config(params={"no_such_param": 1}, device="cpu"), workers=2)
+
+
+def test_a_script_without_a_main_guard_fails_with_a_hint_instead_of_hanging(tmp_path: Path) -> None:
+    script = tmp_path / "train_no_guard.py"
+    script.write_text(
+        "from tests.fixtures.runs import tiny_config, tiny_interactions\n"
+        "from recplane.training import train\n"
+        "train(tiny_interactions(), tiny_config(device='cpu'), workers=2)\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode != 0
+    assert "TrainingFailed" in done.stderr and '__name__ == "__main__"' in done.stderr
