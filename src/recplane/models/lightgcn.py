@@ -22,7 +22,14 @@ from torch import Tensor
 
 from recplane.models.base import Batch, ModelSignature, RetrievalModel
 from recplane.models.embeddings import FixedEmbedding
-from recplane.models.mf import bpr_loss, l2_penalty, mask_padding_item, negatives_2d, pairwise_signature
+from recplane.models.mf import (
+    bpr_loss,
+    gather_pair_scores,
+    mask_padding_item,
+    negatives_2d,
+    pair_scores,
+    pairwise_signature,
+)
 
 __all__ = ["LightGCN", "normalized_adjacency"]
 
@@ -143,12 +150,17 @@ class LightGCN(RetrievalModel):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         users, items = self.propagate()
+        if "neg_item_id" in batch and torch.is_grad_enabled():
+            # Training: gathers, scores and their backward in one fused node (see mf.gather_pair_scores).
+            item_ids = torch.cat([batch["item_id"].unsqueeze(-1), negatives_2d(batch)], dim=1)
+            scores, _ = gather_pair_scores(users, items, batch["user_id"], item_ids, norms=False)
+            return {"score": scores[:, 0], "neg_score": scores[:, 1:]}
         # F.embedding rather than indexing: its backward beats index_put's accumulate, most on busy threads.
         user_vec = F.embedding(batch["user_id"], users)
         item_ids = batch["item_id"].unsqueeze(-1)
         if "neg_item_id" in batch:
             item_ids = torch.cat([item_ids, negatives_2d(batch)], dim=1)
-        scores = torch.einsum("bd,bkd->bk", user_vec, F.embedding(item_ids, items))
+        scores = pair_scores(user_vec, F.embedding(item_ids, items))
         outputs = {"score": scores[:, 0]}
         if scores.shape[1] > 1:
             outputs["neg_score"] = scores[:, 1:]
@@ -159,10 +171,22 @@ class LightGCN(RetrievalModel):
             raise ValueError("LightGCN.loss needs negatives: the batch given to forward lacked 'neg_item_id'.")
         loss = bpr_loss(outputs["score"], outputs["neg_score"])
         if self.l2 > 0:
-            items = torch.cat([batch["item_id"].unsqueeze(-1), negatives_2d(batch)], dim=1)
-            ego = (self.user_table(batch["user_id"]), self.item_table(items))
-            loss = loss + self.l2 * l2_penalty(*ego, batch_size=outputs["score"].shape[0])
+            loss = loss + self.l2 * self._ego_squares(batch) / outputs["score"].shape[0]
         return loss
+
+    def _ego_squares(self, batch: Batch) -> Tensor:
+        """Sum of squared ego vectors over the batch's user, item and negative ids, repeats counted.
+
+        Weighted by id counts over the whole (small) tables rather than gathered per row: the same sum and
+        gradient, without two more embedding lookups and their backward each step.
+        """
+        items = torch.cat([batch["item_id"].reshape(-1), negatives_2d(batch).reshape(-1)])
+        user_counts = torch.bincount(batch["user_id"].reshape(-1), minlength=self.num_users)
+        item_counts = torch.bincount(items, minlength=self.num_items)
+        users, items_weight = self.user_table.weight, self.item_table.weight
+        return (user_counts.to(users.dtype) @ users.square().sum(1)) + (
+            item_counts.to(items_weight.dtype) @ items_weight.square().sum(1)
+        )
 
     def score_all(self, batch: Batch) -> Tensor:
         """``[B, num_items]`` scores of every item; column 0 (padding) is ``-inf``."""
