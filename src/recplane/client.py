@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recplane.embedded import EmbeddedClient
+    from recplane.features.registry import FeatureDefinitionInfo, FeaturePlan
+    from recplane.features.spec import DefinitionKind, DefinitionSource
     from recplane.ingest import IngestResult
     from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
     from recplane.lake.info import SchemaChangeResult
@@ -188,3 +190,54 @@ class Client:
     ) -> TuneResult:
         """Search the spec's ``search`` space with Optuna (TPE, median pruning); every trial is a run."""
         return self._impl.tune(spec, trials=trials, study=study, seed=seed, progress=progress)
+
+    def plan_features(self, definitions: DefinitionSource, *, prune: bool = False) -> FeaturePlan:
+        """Validate feature definitions (objects, YAML text, a file or folder) and say what apply would change;
+        ``prune`` also plans deleting registered definitions that are not given."""
+        return self._impl.plan_features(definitions, prune=prune)
+
+    def apply_features(self, definitions: DefinitionSource, *, prune: bool = False) -> FeaturePlan:
+        """Validate and register feature definitions: a new version for each created or changed one only."""
+        return self._impl.apply_features(definitions, prune=prune)
+
+    def list_features(self, *, kind: DefinitionKind | None = None) -> list[FeatureDefinitionInfo]:
+        """The latest version of every registered entity, feature view and feature service (or of one kind)."""
+        return self._impl.list_features(kind=kind)
+
+    def get_feature_definition(
+        self, kind: DefinitionKind, name: str, *, version: int | None = None
+    ) -> FeatureDefinitionInfo:
+        """One registered definition (kind: entity, feature_view or feature_service) at a version."""
+        return self._impl.get_feature_definition(kind, name, version=version)
+
+    def feature_history(self, kind: DefinitionKind, name: str) -> list[FeatureDefinitionInfo]:
+        """Every registered version of one definition, newest first."""
+        return self._impl.feature_history(kind, name)
+
+    def training_set(
+        self,
+        labels: pa.Table | str,
+        features: str | Sequence[str],
+        *,
+        label_time_col: str = "ts",
+        exclude_created_after_label: bool = False,
+        full_feature_names: bool = False,
+        chunk_rows: int = 250_000,
+        labels_version: int | None = None,
+        write_to: str | None = None,
+    ) -> pa.Table:
+        """Labels (a table or dataset name) joined point-in-time correct with features (a feature service name or
+        ``["view:feature", "view:*"]``): each value is the latest with event time <= the label's time, within
+        the view's TTL. ``exclude_created_after_label`` ignores rows created after the label (backfill safety).
+        ``write_to`` also stores it as a dataset version whose commit records the views and source versions used.
+        """
+        return self._impl.training_set(
+            labels,
+            features,
+            label_time_col=label_time_col,
+            exclude_created_after_label=exclude_created_after_label,
+            full_feature_names=full_feature_names,
+            chunk_rows=chunk_rows,
+            labels_version=labels_version,
+            write_to=write_to,
+        )

@@ -17,6 +17,8 @@ from recplane.runtime import Runtime
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recplane.features.registry import FeatureDefinitionInfo, FeaturePlan
+    from recplane.features.spec import DefinitionKind, DefinitionSource
     from recplane.ingest import IngestResult
     from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
     from recplane.lake.info import SchemaChangeResult
@@ -157,6 +159,51 @@ class EmbeddedClient:
             return self.runtime.training.tune(
                 spec, trials=trials, principal=self._principal, study=study, seed=seed, callbacks=shown
             )
+
+    def plan_features(self, definitions: DefinitionSource, *, prune: bool) -> FeaturePlan:
+        from recplane.features.spec import load_feature_definitions
+
+        loaded = load_feature_definitions(definitions)
+        return self.runtime.features.plan(loaded, principal=self._principal, prune=prune)
+
+    def apply_features(self, definitions: DefinitionSource, *, prune: bool) -> FeaturePlan:
+        from recplane.features.spec import load_feature_definitions
+
+        loaded = load_feature_definitions(definitions)
+        return self.runtime.features.apply(loaded, principal=self._principal, prune=prune)
+
+    def list_features(self, *, kind: DefinitionKind | None) -> list[FeatureDefinitionInfo]:
+        return self.runtime.features.list(kind=kind)
+
+    def get_feature_definition(self, kind: DefinitionKind, name: str, *, version: int | None) -> FeatureDefinitionInfo:
+        return self.runtime.features.get(kind, name, version=version)
+
+    def feature_history(self, kind: DefinitionKind, name: str) -> list[FeatureDefinitionInfo]:
+        return self.runtime.features.history(kind, name)
+
+    def training_set(
+        self,
+        labels: pa.Table | str,
+        features: str | Sequence[str],
+        *,
+        label_time_col: str,
+        exclude_created_after_label: bool,
+        full_feature_names: bool,
+        chunk_rows: int,
+        labels_version: int | None,
+        write_to: str | None,
+    ) -> pa.Table:
+        return self.runtime.training_sets.build(
+            labels,
+            features,
+            principal=self._principal,
+            label_time_col=label_time_col,
+            exclude_created_after_label=exclude_created_after_label,
+            full_feature_names=full_feature_names,
+            chunk_rows=chunk_rows,
+            labels_version=labels_version,
+            write_to=write_to,
+        )
 
 
 @contextlib.contextmanager

@@ -211,6 +211,24 @@ class RemoteClient:
     def tune(self, spec: Any, **_: Any) -> Any:
         raise _training_needs_embedded()
 
+    def plan_features(self, definitions: Any, **_: Any) -> Any:
+        raise _features_need_embedded()
+
+    def apply_features(self, definitions: Any, **_: Any) -> Any:
+        raise _features_need_embedded()
+
+    def list_features(self, **_: Any) -> Any:
+        raise _features_need_embedded()
+
+    def get_feature_definition(self, kind: Any, name: Any, **_: Any) -> Any:
+        raise _features_need_embedded()
+
+    def feature_history(self, kind: Any, name: Any) -> Any:
+        raise _features_need_embedded()
+
+    def training_set(self, labels: Any, features: Any, **_: Any) -> Any:
+        raise _features_need_embedded()
+
 
 def _training_needs_embedded() -> RecplaneError:
     # Training is compute, not a request: until the scheduler runs it as a job, the trainer runs where it is
@@ -219,6 +237,16 @@ def _training_needs_embedded() -> RecplaneError:
         "A remote Client cannot start training yet: server-side jobs arrive with the scheduler. Train with an "
         "embedded Client (or `recplane train` without --url) pointed at the same catalog and lake "
         "(RECPLANE_DATABASE_URL, RECPLANE_LAKE_URI); the run is recorded there and visible through the server."
+    )
+
+
+def _features_need_embedded() -> RecplaneError:
+    # The feature registry has no REST routes yet, and a training set is compute (a DuckDB join over the lake)
+    # that belongs in a scheduler job, like training.
+    return InvalidInput(
+        "A remote Client cannot register features or build training sets yet. Use an embedded Client (or "
+        "`recplane features ...` without --url) pointed at the same catalog and lake (RECPLANE_DATABASE_URL, "
+        "RECPLANE_LAKE_URI)."
     )
 
 

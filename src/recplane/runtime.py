@@ -17,6 +17,8 @@ from recplane.lake import DatasetService
 from recplane.quality import QualityService
 
 if TYPE_CHECKING:
+    from recplane.features.offline import TrainingSetBuilder
+    from recplane.features.registry import FeatureRegistry
     from recplane.training.runs import RunStore
     from recplane.training.service import TrainingService
 
@@ -47,6 +49,20 @@ class Runtime:
         from recplane.training.service import TrainingService
 
         return TrainingService(self.datasets, self.runs)
+
+    @cached_property
+    def features(self) -> FeatureRegistry:
+        """Feature definitions (entities, views, services) registered in the catalog."""
+        from recplane.features.registry import FeatureRegistry
+
+        return FeatureRegistry(self.catalog, self.datasets)
+
+    @cached_property
+    def training_sets(self) -> TrainingSetBuilder:
+        """Point-in-time training sets over the registered feature views (DuckDB, imported on first use)."""
+        from recplane.features.offline import TrainingSetBuilder
+
+        return TrainingSetBuilder(self.features, self.datasets)
 
     def close(self) -> None:
         """Flush pending ingestion and release connections."""

@@ -16,6 +16,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "DatasetRecord",
+    "FeatureDefinitionRecord",
     "IngestBatch",
     "QualityReportRecord",
     "SchemaVersion",
@@ -155,3 +156,23 @@ class TrainingRunEpoch(Base):
     loss: Mapped[float | None] = mapped_column(Float, default=None)
     valid: Mapped[dict[str, Any]] = mapped_column(JSON)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class FeatureDefinitionRecord(Base):
+    """One version of a feature definition (entity, feature view or feature service), as its spec JSON.
+
+    Versions only grow: a changed definition gets a new row, and a deleted one a row with ``deleted`` set, so
+    a training set's lineage can always name the exact definition it used.
+    """
+
+    __tablename__ = "feature_definitions"
+    __table_args__ = (UniqueConstraint("kind", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    author: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,5 +1,16 @@
-"""Features: item and user features for training and serving. Text embeddings come first."""
+"""Features: definitions (entities, feature views, services), the registry, point-in-time training sets and
+item text embeddings."""
 
+from recplane.features.offline import TrainingSetBuilder, join_features, lineage_of, plan_training_set
+from recplane.features.registry import FeatureDefinitionInfo, FeaturePlan, FeatureRegistry, PlannedChange
+from recplane.features.spec import (
+    Entity,
+    Feature,
+    FeatureDefinitions,
+    FeatureService,
+    FeatureView,
+    load_feature_definitions,
+)
 from recplane.features.text import (
     MiniLMEncoder,
     TextEmbeddingResult,
@@ -8,4 +19,24 @@ from recplane.features.text import (
     render_texts,
 )
 
-__all__ = ["MiniLMEncoder", "TextEmbeddingResult", "TextEncoder", "embed_item_text", "render_texts"]
+__all__ = [
+    "Entity",
+    "Feature",
+    "FeatureDefinitionInfo",
+    "FeatureDefinitions",
+    "FeaturePlan",
+    "FeatureRegistry",
+    "FeatureService",
+    "FeatureView",
+    "MiniLMEncoder",
+    "PlannedChange",
+    "TextEmbeddingResult",
+    "TextEncoder",
+    "TrainingSetBuilder",
+    "embed_item_text",
+    "join_features",
+    "lineage_of",
+    "load_feature_definitions",
+    "plan_training_set",
+    "render_texts",
+]
