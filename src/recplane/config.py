@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         None, description="MovieLens-100K source: RecBole wheel or folder, GroupLens ml-100k folder or zip."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+    online_store: str = Field(
+        "embedded",
+        description="Online feature store: 'embedded' (SQLite under HOME/online) or a Redis URL such as "
+        "redis://host:6379/0.",
+    )
 
     @classmethod
     def settings_customise_sources(
