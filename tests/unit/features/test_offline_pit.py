@@ -76,10 +76,10 @@ def test_full_ties_fall_back_to_the_largest_value_whatever_the_row_order() -> No
 
 def test_ttl_expires_values_older_than_label_time_minus_ttl() -> None:
     source = pa.table({"user_id": [1, 2], "ts": [at(0), at(0)], "price": [1.0, 2.0]})
-    labels = pa.table({"user_id": [1, 1, 2], "ts": [at(1.99), at(2), at(3)]})
+    labels = pa.table({"user_id": [1, 1, 1, 2], "ts": [at(1.99), at(2), at(2.01), at(3)]})
     result = _join([_view(ttl="2h")], {"stats": source}, labels)
-    # (t - ttl, t]: a value exactly ttl old has expired.
-    assert result["price"].to_pylist() == [1.0, None, None]
+    # [t - ttl, t]: a value exactly ttl old is still fresh (as online and in Feast); a moment later it expired.
+    assert result["price"].to_pylist() == [1.0, 1.0, None, None]
 
 
 def test_missing_entities_and_null_keys_get_nulls_and_keep_every_label_row_in_order() -> None:
@@ -304,7 +304,7 @@ def _reference(source: list[dict[str, Any]], label: dict[str, Any], exclude_late
             _none_first(r["spend"]),
         ),
     )
-    best = order[-1] if order and order[-1]["ts"] > t - timedelta(hours=5) else None
+    best = order[-1] if order and order[-1]["ts"] >= t - timedelta(hours=5) else None
     for name in ("price", "qty", "spend"):
         answer[name] = None if best is None else best[name]
     for spec in WINDOWED:

@@ -4,8 +4,8 @@ For each label row (entity keys + label time ``t``) and each view:
 
 - **Point-in-time features** take the source row with the latest event time ``≤ t`` for the same keys; ties on
   event time go to the latest created time, then (so the answer never depends on file order) to the largest
-  feature values, compared column by column in the order requested. With a TTL the value must also be newer than
-  ``t - ttl`` (strictly), else it is null. With ``exclude_created_after_label`` a source row only counts once it
+  feature values, compared column by column in the order requested. With a TTL the value must also be at most ``ttl``
+  old (event time ``≥ t - ttl``: the online store and Feast count the boundary as fresh too), else it is null. With ``exclude_created_after_label`` a source row only counts once it
   exists: both its event time and its created time must be ``≤ t`` (a missing created time counts as its event
   time), so backfilled rows cannot leak into earlier labels.
 - **Windowed aggregations** run over the source rows of the same keys with event time in ``(t - window, t]``
@@ -229,7 +229,7 @@ def _chunk_queries(prepared: _Prepared, exclude_late: bool) -> list[tuple[str, l
 def _point_query(prepared: _Prepared) -> str:
     view = prepared.plan
     on = " AND ".join(f"l.{_q(key)} = p.{_q(key)}" for key in view.join_keys)
-    fresh = f"p.__et > l.__ts - to_microseconds({_micros(view.ttl)})" if view.ttl else None
+    fresh = f"p.__et >= l.__ts - to_microseconds({_micros(view.ttl)})" if view.ttl else None
     values = [f"CASE WHEN {fresh} THEN p.__f{j} END" if fresh else f"p.__f{j}" for j in range(len(view.point))]
     selected = ", ".join(f"{value} AS __o{j}" for j, value in enumerate(values))
     return (
