@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recplane.embedded import EmbeddedClient
+    from recplane.features.materialize import MaterializeResult
     from recplane.features.registry import FeatureDefinitionInfo, FeaturePlan
+    from recplane.features.serving import EntityRows, OnlineFeatures
     from recplane.features.spec import DefinitionKind, DefinitionSource
     from recplane.ingest import IngestResult
     from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
@@ -241,3 +243,32 @@ class Client:
             labels_version=labels_version,
             write_to=write_to,
         )
+
+    def materialize(
+        self,
+        views: str | Sequence[str] | None = None,
+        *,
+        service: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        incremental: bool = False,
+        progress: bool = False,
+    ) -> MaterializeResult:
+        """Write each feature view's latest values per entity as of ``end`` (default now) to the online store,
+        computed by the offline engine (so online equals the training set at ``end``). ``views``: names (default:
+        every view, or those of ``service``); ``incremental``: only rows newer than each view's last run."""
+        return self._impl.materialize(
+            views, service=service, start=start, end=end, incremental=incremental, progress=progress
+        )
+
+    def online_features(
+        self,
+        entities: EntityRows,
+        features: str | Sequence[str],
+        *,
+        now: datetime | None = None,
+    ) -> OnlineFeatures:
+        """Online values of ``features`` (a feature service or ``["view:feature"]``) for ``entities``
+        (``{"user_id": [1, 2]}`` or ``[{"user_id": 1}]``), with each view's freshness and a status per entity
+        (ok / expired past the view's TTL / missing). An unknown feature raises InvalidInput naming it."""
+        return self._impl.online_features(entities, features, now=now)

@@ -17,7 +17,9 @@ from recplane.runtime import Runtime
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recplane.features.materialize import MaterializeResult
     from recplane.features.registry import FeatureDefinitionInfo, FeaturePlan
+    from recplane.features.serving import EntityRows, OnlineFeatures
     from recplane.features.spec import DefinitionKind, DefinitionSource
     from recplane.ingest import IngestResult
     from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
@@ -204,6 +206,31 @@ class EmbeddedClient:
             labels_version=labels_version,
             write_to=write_to,
         )
+
+    def materialize(
+        self,
+        views: str | Sequence[str] | None,
+        *,
+        service: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        incremental: bool,
+        progress: bool,
+    ) -> MaterializeResult:
+        return self.runtime.materializer.materialize(
+            views,
+            service=service,
+            principal=self._principal,
+            start=start,
+            end=end,
+            incremental=incremental,
+            progress=progress,
+        )
+
+    def online_features(
+        self, entities: EntityRows, features: str | Sequence[str], *, now: datetime | None
+    ) -> OnlineFeatures:
+        return self.runtime.online_features.online_features(entities, features, principal=self._principal, now=now)
 
 
 @contextlib.contextmanager

@@ -229,6 +229,26 @@ class RemoteClient:
     def training_set(self, labels: Any, features: Any, **_: Any) -> Any:
         raise _features_need_embedded()
 
+    def materialize(self, views: Any, **_: Any) -> Any:
+        # Materialization is compute over the lake (like a training set): it belongs in a scheduler job.
+        raise _features_need_embedded()
+
+    def online_features(self, entities: Any, features: Any, *, now: datetime | None = None) -> Any:
+        from recplane.features.serving import OnlineFeatures
+
+        body: dict[str, Any] = {
+            "entities": entities if isinstance(entities, dict) else list(entities),
+            "features": features if isinstance(features, str) else list(features),
+            "now": now.isoformat() if now is not None else None,
+        }
+        payload = self._json(
+            "POST",
+            "/v1/features/online",
+            content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=str),
+            headers={"Content-Type": "application/json"},
+        )
+        return OnlineFeatures.from_dict(payload)
+
 
 def _training_needs_embedded() -> RecplaneError:
     # Training is compute, not a request: until the scheduler runs it as a job, the trainer runs where it is
@@ -244,9 +264,9 @@ def _features_need_embedded() -> RecplaneError:
     # The feature registry has no REST routes yet, and a training set is compute (a DuckDB join over the lake)
     # that belongs in a scheduler job, like training.
     return InvalidInput(
-        "A remote Client cannot register features or build training sets yet. Use an embedded Client (or "
-        "`recplane features ...` without --url) pointed at the same catalog and lake (RECPLANE_DATABASE_URL, "
-        "RECPLANE_LAKE_URI)."
+        "A remote Client cannot register features, build training sets or materialize yet (online lookups "
+        "work). Use an embedded Client (or `recplane features ...` without --url) pointed at the same catalog "
+        "and lake (RECPLANE_DATABASE_URL, RECPLANE_LAKE_URI)."
     )
 
 

@@ -17,8 +17,11 @@ from recplane.lake import DatasetService
 from recplane.quality import QualityService
 
 if TYPE_CHECKING:
+    from recplane.features.materialize import Materializer
     from recplane.features.offline import TrainingSetBuilder
+    from recplane.features.online import OnlineStore
     from recplane.features.registry import FeatureRegistry
+    from recplane.features.serving import OnlineFeatureService
     from recplane.training.runs import RunStore
     from recplane.training.service import TrainingService
 
@@ -64,9 +67,32 @@ class Runtime:
 
         return TrainingSetBuilder(self.features, self.datasets)
 
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        """The online feature store named by ``settings.online_store`` (embedded SQLite or Redis), opened on use."""
+        from recplane.features.online import open_online_store
+
+        return open_online_store(self.settings.online_store, home=self.settings.home)
+
+    @cached_property
+    def materializer(self) -> Materializer:
+        """Writes the latest feature values per entity, computed by the offline engine, to the online store."""
+        from recplane.features.materialize import Materializer
+
+        return Materializer(self.features, self.datasets, self.online_store)
+
+    @cached_property
+    def online_features(self) -> OnlineFeatureService:
+        """Online lookups of registered features (values, freshness, status per entity)."""
+        from recplane.features.serving import OnlineFeatureService
+
+        return OnlineFeatureService(self.features, self.datasets, self.online_store)
+
     def close(self) -> None:
         """Flush pending ingestion and release connections."""
         self.ingestion.close()
+        if "online_store" in self.__dict__:  # only if it was opened
+            self.online_store.close()
         self.catalog.close()
 
     def __enter__(self) -> Runtime:

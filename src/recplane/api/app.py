@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from recplane import __version__
 from recplane.api.errors import install_error_handlers
 from recplane.api.metrics import MetricsMiddleware, ServerMetrics
-from recplane.api.routes import datasets, health, ingest, quality, runs
+from recplane.api.routes import datasets, features, health, ingest, quality, runs
 from recplane.api.security import TokenCache
 from recplane.config import Settings
 from recplane.runtime import Runtime
@@ -43,6 +43,6 @@ def create_app(settings: Settings | None = None, *, dev_mode: bool = False) -> F
     app.state.metrics = ServerMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
-    for module in (health, datasets, ingest, quality, runs):
+    for module in (health, datasets, ingest, quality, runs, features):
         app.include_router(module.router)
     return app

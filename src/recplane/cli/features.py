@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -12,8 +13,10 @@ from recplane.cli.context import client_of
 from recplane.cli.output import console, print_json, print_records
 
 app = typer.Typer(
-    help="Feature definitions and item features.\n\nExamples: recplane features apply features/ --dry-run; "
-    "recplane features list; recplane features embed-text --source ml100k_items --target ml100k_item_text "
+    help="Feature definitions, materialization, online lookups and item features.\n\nExamples: recplane features "
+    "apply features/ --dry-run; recplane features list; recplane features materialize --incremental; "
+    "recplane features get --service ranker --entity user_id=42; "
+    "recplane features embed-text --source ml100k_items --target ml100k_item_text "
     "--columns title,genres",
     no_args_is_help=True,
 )
@@ -164,3 +167,91 @@ def embed_text(
         f"[green]{result.total:,} items[/] in {result.dataset} ({action}): {result.encoded:,} encoded, "
         f"{result.reused:,} reused, {result.removed:,} removed; {result.model}, {result.seconds:.1f} s"
     )
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from exc
+
+
+@app.command("materialize")
+def materialize(
+    ctx: typer.Context,
+    view: Annotated[list[str] | None, typer.Option("--view", help="A feature view (repeat for more).")] = None,
+    service: Annotated[str | None, typer.Option(help="Materialize the views of this feature service.")] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only rows newer than each view's last materialization.")
+    ] = False,
+    end: Annotated[str | None, typer.Option(help="As of this ISO time (default: now).")] = None,
+    start: Annotated[str | None, typer.Option(help="Ignore rows older than this ISO time.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Write the latest feature values per entity (as the training set computes them) to the online store.
+
+    Example: recplane features materialize --view user_stats --incremental
+    """
+    result = client_of(ctx).materialize(
+        view or None,
+        service=service,
+        start=_moment(start),
+        end=_moment(end),
+        incremental=incremental,
+        progress=not json,
+    )
+    if json:
+        print_json(result)
+        return
+    for each in result.views:
+        rate = each.rows_read / each.seconds if each.seconds > 0 else 0.0
+        since = f" since {each.start:%Y-%m-%d %H:%M:%S}" if each.start else ""
+        console.print(
+            f"[green]{escape(each.view)}[/] v{each.view_version} from {escape(each.source)}@{each.source_version}"
+            f"{since}: {each.entities:,} entities, {each.rows_read:,} rows read, {each.rows_written:,} written "
+            f"in {each.seconds:.2f} s ({rate:,.0f} rows/s)"
+        )
+    console.print(f"As of {result.end:%Y-%m-%d %H:%M:%S %Z}: {result.rows_written:,} online rows written.")
+
+
+def _entity(text: str) -> dict[str, Any]:
+    """``user_id=42`` or ``user_id=42,item_id=7``; integers become ints, anything else stays a string."""
+    entity: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{text!r}: write entities as key=value, e.g. user_id=42")
+        value = value.strip()
+        entity[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
+    return entity
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    entity: Annotated[list[str], typer.Option("--entity", help="key=value[,key=value] (repeat for more).")],
+    service: Annotated[str | None, typer.Option(help="A feature service.")] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="view:feature or view:* (repeat; instead of --service).")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Look up online feature values of entities, with each view's freshness and a status per entity.
+
+    Example: recplane features get --service ranker --entity user_id=42
+    """
+    if (service is None) == (not feature):
+        raise typer.BadParameter("give --service or --feature (one of them)")
+    found = client_of(ctx).online_features([_entity(text) for text in entity], service or list(feature or []))
+    if json:
+        print_json(found.to_dict())
+        return
+    rows = []
+    for index, status in enumerate(found.statuses):
+        fresh = {f"event time {view}": times[index] for view, times in found.event_times.items()}
+        rows.append({**found.entities[index], "status": status, **found.row(index), **fresh})
+    views = [f"event time {view}" for view in found.event_times]
+    columns = [*found.entities[0].keys(), "status", *found.features, *views] if rows else []
+    print_records(rows, columns, title="Online features")

@@ -4,10 +4,11 @@ For each label row (entity keys + label time ``t``) and each view:
 
 - **Point-in-time features** take the source row with the latest event time ``≤ t`` for the same keys; ties on
   event time go to the latest created time, then (so the answer never depends on file order) to the largest
-  feature values, compared column by column in the order requested. With a TTL the value must also be at most ``ttl``
-  old (event time ``≥ t - ttl``: the online store and Feast count the boundary as fresh too), else it is null. With ``exclude_created_after_label`` a source row only counts once it
-  exists: both its event time and its created time must be ``≤ t`` (a missing created time counts as its event
-  time), so backfilled rows cannot leak into earlier labels.
+  feature values, compared column by column in the order requested. With a TTL the value must also be at most
+  ``ttl`` old (event time ``≥ t - ttl``: the online store and Feast count the boundary as fresh too), else it
+  is null. With ``exclude_created_after_label`` a source row only counts once it exists: both its event time
+  and its created time must be ``≤ t`` (a missing created time counts as its event time), so backfilled rows
+  cannot leak into earlier labels.
 - **Windowed aggregations** run over the source rows of the same keys with event time in ``(t - window, t]``
   (and created time ``≤ t`` when excluding late rows). Empty windows give count 0, sum 0, mean/min/max null
   and last_n ``[]``; nulls in the aggregated column are skipped; last_n lists values oldest first.
