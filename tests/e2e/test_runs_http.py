@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from tests.fixtures.runs import record_tiny_run
 from tests.fixtures.server import ServerProcess
 
@@ -18,15 +17,9 @@ from recplane.config import Settings
 from recplane.errors import Forbidden, InvalidInput, NotFound
 from recplane.training.runs import RunRecord, RunStore
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_torch_thread")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _record_runs(home: Path) -> tuple[list[RunRecord], RunRecord, dict[str, str]]:

@@ -20,7 +20,7 @@ from recplane.config import Settings
 from recplane.errors import InvalidInput, InvalidSpec, NotFound
 from recplane.training.export import load_exported
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 RATINGS = {
     "name": "ratings",
@@ -29,12 +29,6 @@ RATINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ included) is tried on DeepFM; the sparse MoE ranker's top-k dispatch cannot be c
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,6 @@ TORCH_FORMS = ("torchscript", "torch_export")
 Example = tuple[RecModel, dict[str, Tensor]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _rows(rows: int, seed: int) -> dict[str, Tensor]:

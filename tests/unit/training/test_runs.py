@@ -33,14 +33,6 @@ from recplane.training.runs import (
 from recplane.training.trainer import EpochRecord
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[RunStore]:
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")

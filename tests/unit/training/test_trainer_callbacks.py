@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,6 @@ from recplane.errors import InvalidInput
 from recplane.training import EpochRecord, RunInfo, TrainCallback, TrainConfig, TrainResult, train
 from recplane.training.precision import resolve_execution
 from recplane.training.progress import RichProgress
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def interactions() -> pa.Table:

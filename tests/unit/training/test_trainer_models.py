@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,6 @@ from recplane.training.trainer import TrainConfig, TrainResult, train
 CLUSTERS, USERS, ITEMS, PER_USER = 4, 60, 40, 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rated_interactions(seed: int = 0) -> pa.Table:
