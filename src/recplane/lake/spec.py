@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recplane.errors import InvalidSpec
+from recplane.specs import problems_of, read_yaml_mapping
 
 __all__ = [
     "ColumnSpec",
@@ -238,18 +238,7 @@ def load_spec(source: str | Path | dict[str, Any] | DatasetSpec) -> DatasetSpec:
         return source
     if isinstance(source, dict):
         return _validated(source, "the given mapping")
-    text, origin = str(source), "the given YAML"
-    if isinstance(source, Path) or (len(text) < 4096 and "\n" not in text and Path(text).is_file()):
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidSpec(f"Spec file {path} does not exist.")
-        text, origin = path.read_text(), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(f"{origin} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidSpec(f"{origin} must be a mapping with at least 'name' and 'columns'.")
+    data, origin = read_yaml_mapping(source, what="Spec", needs="'name' and 'columns'")
     return _validated(data, origin)
 
 
@@ -259,9 +248,7 @@ def _validated(data: dict[str, Any], origin: str) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = problems_of(exc)
         raise InvalidSpec(
             f"Invalid dataset spec in {origin}: {problems}", details={"errors": problems}
         ) from exc

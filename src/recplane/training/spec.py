@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recplane.errors import InvalidInput, InvalidSpec
+from recplane.specs import read_yaml_mapping
 from recplane.training.trainer import TrainConfig
 
 __all__ = ["SearchParam", "TrainSpec", "load_train_spec"]
@@ -137,18 +138,7 @@ def load_train_spec(source: TrainSpec | dict[str, Any] | str | Path) -> TrainSpe
         return source
     if isinstance(source, dict):
         return _validated(source, "the given mapping")
-    text, origin = str(source), "the given YAML"
-    if isinstance(source, Path) or (len(text) < 4096 and "\n" not in text and text.endswith((".yaml", ".yml"))):
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidSpec(f"Training spec file {path} does not exist.")
-        text, origin = path.read_text(), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(f"{origin} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidSpec(f"{origin} must be a mapping with at least 'dataset' and 'train'.")
+    data, origin = read_yaml_mapping(source, what="Training spec", needs="'dataset' and 'train'")
     return _validated(data, origin)
 
 
