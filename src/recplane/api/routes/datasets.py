@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from recplane.api.bodies import read_limited
 from recplane.api.deps import Caller, RuntimeDep
-from recplane.errors import InvalidInput, PayloadTooLarge
+from recplane.errors import InvalidInput
 from recplane.lake import DatasetInfo, DatasetSpec, DatasetStats, DatasetVersion, MaintenanceResult
 from recplane.lake.info import SchemaChangeResult
 from recplane.wire import ARROW_STREAM, table_from_ipc, table_to_ipc
@@ -117,7 +118,9 @@ async def replace_rows(
     if content_type != ARROW_STREAM:
         raise InvalidInput(f"Send the new content as an Arrow IPC stream (Content-Type: {ARROW_STREAM}).")
     metadata = _metadata(commit_metadata)
-    body = await _read_limited(request, runtime.settings.max_request_bytes)
+    # A replace is one body: it cannot be split like ingestion batches.
+    advice = "Replace from an embedded client, or raise the server's max_request_bytes."
+    body = await read_limited(request, runtime.settings.max_request_bytes, advice=advice)
     table = await run_in_threadpool(_table_of, body)
     version = await run_in_threadpool(runtime.datasets.replace, name, table, principal=caller, metadata=metadata)
     return DatasetReplaced(version=version)
@@ -140,21 +143,6 @@ def _table_of(body: bytes) -> pa.Table:
         return table_from_ipc(body)
     except pa.ArrowException as exc:
         raise InvalidInput(f"The body is not an Arrow IPC stream: {exc}.") from exc
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 past ``limit`` bytes (a replace is one body: it cannot be split)."""
-    advice = "Replace from an embedded client, or raise the server's max_request_bytes."
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}. {advice}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is over the {limit}-byte limit. {advice}")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post("/{name}/compact", response_model=MaintenanceResult, summary="Compact small files")

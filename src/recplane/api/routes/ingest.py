@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
+from recplane.api.bodies import read_limited
 from recplane.api.deps import Caller, RuntimeDep
-from recplane.errors import PayloadTooLarge
 from recplane.ingest import IngestResult
 from recplane.wire import ARROW_STREAM, table_from_ipc
 
@@ -22,19 +22,6 @@ _BODY_DOC = {
     },
     "required": True,
 }
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}. Split it into batches.")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is over the {limit}-byte limit. Split it into batches.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(
@@ -56,7 +43,7 @@ async def ingest_events(
 ) -> IngestResult:
     """Validate rows against the dataset's schema; valid rows are committed, invalid ones dead-lettered."""
     metrics = request.app.state.metrics
-    body = await _read_limited(request, runtime.settings.max_request_bytes)
+    body = await read_limited(request, runtime.settings.max_request_bytes, advice="Split it into batches.")
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     try:
         if content_type == ARROW_STREAM:
