@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         None, description="MovieLens-100K source: RecBole wheel or folder, GroupLens ml-100k folder or zip."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+    stream_features: bool = Field(
+        True,
+        description="Update materialized feature views in the background as ingestion commits to their sources.",
+    )
     online_store: str = Field(
         "embedded",
         description="Online feature store: 'embedded' (SQLite under HOME/online) or a Redis URL such as "

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from recplane.features.online import OnlineStore
     from recplane.features.registry import FeatureRegistry
     from recplane.features.serving import OnlineFeatureService
+    from recplane.features.streaming import FeatureStream
     from recplane.training.runs import RunStore
     from recplane.training.service import TrainingService
 
@@ -38,6 +39,19 @@ class Runtime:
         self.datasets = DatasetService(self.catalog, self.settings)
         self.ingestion = IngestService(self.catalog, self.datasets, self.settings)
         self.quality = QualityService(self.catalog, self.datasets)
+        if self.settings.stream_features:
+            self.ingestion.add_commit_listener(self._on_commit)
+
+    def _on_commit(self, dataset: str) -> None:
+        if not dataset.endswith("__rejected"):
+            self.feature_stream.notify(dataset)
+
+    @cached_property
+    def feature_stream(self) -> FeatureStream:
+        """Keeps materialized feature views fresh as ingestion commits rows to their sources."""
+        from recplane.features.streaming import FeatureStream
+
+        return FeatureStream(self.features, lambda: self.materializer)
 
     @cached_property
     def runs(self) -> RunStore:
@@ -89,8 +103,10 @@ class Runtime:
         return OnlineFeatureService(self.features, self.datasets, self.online_store)
 
     def close(self) -> None:
-        """Flush pending ingestion and release connections."""
+        """Flush pending ingestion (and the feature updates it queued) and release connections."""
         self.ingestion.close()
+        if "feature_stream" in self.__dict__:
+            self.feature_stream.close()
         if "online_store" in self.__dict__:  # only if it was opened
             self.online_store.close()
         self.catalog.close()

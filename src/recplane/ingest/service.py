@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,8 @@ from recplane.lake.datasets import REJECTED_SUFFIX, OpenDataset, rejected_name
 from recplane.lake.table import DeltaDataset
 
 __all__ = ["DatasetAccess", "IngestService"]
+
+log = logging.getLogger(__name__)
 
 _MAX_BATCH_ID = 256
 T = TypeVar("T")
@@ -109,6 +112,12 @@ class IngestService:
         self._validators: dict[tuple[str, str], Validator] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._commit_listeners: list[Callable[[str], None]] = []
+
+    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(dataset)`` after each commit that appended rows (on the writer's thread: keep it
+        short; an exception it raises is logged, never passed to the ingesting caller)."""
+        self._commit_listeners.append(listener)
 
     def ingest(
         self,
@@ -176,7 +185,22 @@ class IngestService:
             mode=stream.mode,
         )
         future = submission.small(head, transaction) if rest is None else submission.bulk(itertools.chain(head, rest))
-        return _chain(future, lambda outcome: self._result(name, outcome, submission.rejections.samples))
+        result = _chain(future, lambda outcome: self._result(name, outcome, submission.rejections.samples))
+        if self._commit_listeners:
+            result.add_done_callback(lambda done: self._tell_listeners(name, done))
+        return result
+
+    def _tell_listeners(self, name: str, done: Future[IngestResult]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        outcome = done.result()
+        if outcome.accepted == 0 or outcome.duplicate:
+            return
+        for listener in self._commit_listeners:
+            try:
+                listener(name)
+            except Exception:
+                log.exception("A commit listener failed for dataset %s", name)
 
     def transaction_version(self, name: str, app_id: str, *, principal: Principal) -> int | None:
         """The newest Delta transaction version ``app_id`` committed to ``name`` (a stream position)."""

@@ -8,6 +8,7 @@ by created time and, at full ties, by value), expired values, empty windows and 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -100,7 +101,8 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
         url = request.getfixturevalue("redis_url")
         location = url
         prefix_cleanup = url
-    settings = Settings(home=tmp_path / "home", online_store=location)
+    # These tests pin `end` in the past; streaming updates (materializing as of now) are tested on their own.
+    settings = Settings(home=tmp_path / "home", online_store=location, stream_features=False)
     with Client(settings=settings) as opened:
         if prefix_cleanup is not None:
             _isolate_redis(opened)
@@ -219,3 +221,28 @@ def test_unknown_features_are_errors_naming_them_and_unknown_entities_are_not(cl
 def test_a_view_never_materialized_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound, match="materialize"):
         client.online_features({"user_id": [1]}, ["user_last:quantity"])
+
+
+def test_ingested_events_reach_the_online_store_within_seconds(tmp_path: Path) -> None:
+    """With streaming on (the default), a commit to a materialized view's source updates it in the background."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with Client(settings=Settings(home=tmp_path / "home")) as client:
+        client.create_dataset(SPEC)
+        first = {"user_id": 1, "price": 2.0, "quantity": 1, "ts": now - timedelta(hours=2), "created": now}
+        client.ingest("purchases", [first])
+        client.apply_features(DEFINITIONS)
+        client.materialize()
+        assert client.online_features({"user_id": [1]}, ["user_stats:price", "user_stats:buys_3d"]).values == {
+            "price": [2.0],
+            "buys_3d": [1],
+        }
+        created = datetime.now(UTC)  # rows are created when they arrive: after the last materialization
+        later = {"user_id": 1, "price": 7.0, "quantity": 3, "ts": now - timedelta(minutes=1), "created": created}
+        client.ingest("purchases", [later])
+        deadline, values = time.monotonic() + 20, {}
+        while time.monotonic() < deadline:
+            values = client.online_features({"user_id": [1]}, ["user_stats:price", "user_stats:buys_3d"]).values
+            if values == {"price": [7.0], "buys_3d": [2]}:
+                break
+            time.sleep(0.2)
+        assert values == {"price": [7.0], "buys_3d": [2]}
