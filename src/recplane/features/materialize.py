@@ -169,6 +169,15 @@ class Materializer:
             return None
         return found.event_times[0]
 
+    def materialized_source_version(self, view: str) -> int | None:
+        """The source dataset version the view's last materialization into this store read (None if never)."""
+        try:
+            found = self._store.read(WATERMARK_VIEW, [view], ["source_version"], ttl=None)
+        except NotFound:
+            return None
+        value = found.values["source_version"][0]
+        return None if value is None else int(value)
+
     def _view_names(self, views: str | Sequence[str] | None, service: str | None) -> list[str]:
         if views is not None and service is not None:
             raise InvalidInput("Name views or a feature service, not both.")

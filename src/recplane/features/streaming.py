@@ -1,7 +1,8 @@
 """Streaming updates: events accepted by ingestion reach the online store within seconds.
 
-Ingestion tells :class:`FeatureStream` which dataset just committed rows. Every feature view reading that
-dataset *and already materialized into this online store* is queued; a background thread waits a short
+Ingestion tells :class:`FeatureStream` which dataset just committed rows, and at which version. Every feature
+view reading that dataset, *already materialized into this online store* from an older version of it, is queued
+(a materialization that already read the commit needs no update); a background thread waits a short
 ``debounce`` (so a burst of commits becomes one update), then runs an incremental materialization of the queued
 views — the same code path as ``recplane features materialize --incremental``, so streamed values are exactly
 what a batch run would write (newer-wins in the store, the offline engine's ranking, aggregations recomputed for
@@ -39,7 +40,7 @@ class FeatureStream:
         # The materializer (and the online store behind it) is opened only once a commit touches a view's source:
         # a platform that ingests but serves no features never opens a store.
         self._registry, self._materializer, self._debounce = registry, materializer, debounce
-        self._pending: set[str] = set()  # datasets that committed rows since the last round
+        self._pending: dict[str, int] = {}  # dataset -> newest committed version since the last round
         self._wake = threading.Condition()
         self._closed = False
         self._views_by_source: dict[str, list[str]] = {}
@@ -48,11 +49,11 @@ class FeatureStream:
         self._thread.start()
         self.updates = 0  # materialization rounds run (for tests and metrics)
 
-    def notify(self, dataset: str) -> None:
-        """``dataset`` committed new rows. Called on ingestion's writer thread, so it only queues the name: which
-        views read it is worked out on the stream's own thread."""
+    def notify(self, dataset: str, version: int) -> None:
+        """``dataset`` committed new rows as ``version``. Called on ingestion's writer thread, so it only queues:
+        which views read it is worked out on the stream's own thread."""
         with self._wake:
-            self._pending.add(dataset)
+            self._pending[dataset] = max(version, self._pending.get(dataset, version))
             self._wake.notify()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -83,20 +84,31 @@ class FeatureStream:
             if not self._closed:
                 time.sleep(self._debounce)  # let a burst of commits land first
             with self._wake:
-                datasets, self._pending = sorted(self._pending), set()
-            self._update(datasets)
+                committed, self._pending = self._pending, {}
+            self._update(committed)
 
-    def _update(self, datasets: list[str]) -> None:
+    def _update(self, committed: dict[str, int]) -> None:
         try:
-            candidates = [view for dataset in datasets for view in self._views_reading(dataset)]
+            candidates = [
+                (view, version) for dataset, version in committed.items() for view in self._views_reading(dataset)
+            ]
             if not candidates:
                 return
             materializer = self._materializer()
-            views = [view for view in candidates if materializer.watermark(view) is not None]
+            views = [
+                view for view, version in candidates if _behind(materializer.materialized_source_version(view), version)
+            ]
             if views:
                 materializer.materialize(views, principal=ADMIN, incremental=True)
                 self.updates += 1
         except Exception:
-            log.exception("Streaming feature update after commits to %s failed; retrying on the next commit", datasets)
+            log.exception("Streaming feature update after commits to %s failed; retrying on the next commit", committed)
             with self._wake:
-                self._pending.update(datasets)
+                for dataset, version in committed.items():
+                    self._pending[dataset] = max(version, self._pending.get(dataset, version))
+
+
+def _behind(materialized: int | None, committed: int) -> bool:
+    """A view needs the commit when it was materialized (never: leave it to an explicit batch run) from an
+    older version of its source than the committed one."""
+    return materialized is not None and materialized < committed

@@ -112,11 +112,11 @@ class IngestService:
         self._validators: dict[tuple[str, str], Validator] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._commit_listeners: list[Callable[[str], None]] = []
+        self._commit_listeners: list[Callable[[str, int], None]] = []
 
-    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(dataset)`` after each commit that appended rows (on the writer's thread: keep it
-        short; an exception it raises is logged, never passed to the ingesting caller)."""
+    def add_commit_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener(dataset, version)`` after each commit that appended rows (on the writer's thread: keep
+        it short; an exception it raises is logged, never passed to the ingesting caller)."""
         self._commit_listeners.append(listener)
 
     def ingest(
@@ -194,11 +194,11 @@ class IngestService:
         if done.cancelled() or done.exception() is not None:
             return
         outcome = done.result()
-        if outcome.accepted == 0 or outcome.duplicate:
+        if outcome.accepted == 0 or outcome.duplicate or outcome.version is None:
             return
         for listener in self._commit_listeners:
             try:
-                listener(name)
+                listener(name, outcome.version)
             except Exception:
                 log.exception("A commit listener failed for dataset %s", name)
 
