@@ -43,8 +43,7 @@ class Runtime:
             self.ingestion.add_commit_listener(self._on_commit)
 
     def _on_commit(self, dataset: str, version: int) -> None:
-        if not dataset.endswith("__rejected"):
-            self.feature_stream.notify(dataset, version)
+        self.feature_stream.notify(dataset, version)
 
     @cached_property
     def feature_stream(self) -> FeatureStream:

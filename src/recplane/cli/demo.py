@@ -77,8 +77,10 @@ def _train(client: Client, spec: dict[str, Any]) -> RunRecord:
 
 def _headline_metric(row_name: str) -> bool:
     """Test accuracy metrics over all users (``test.ndcg@10``, ``test.auc``), not segments or diagnostics."""
+    from recplane.training.progress import is_headline
+
     part, _, name = row_name.partition(".")
-    return part == "test" and name.split("@")[0] in ("recall", "ndcg", "mrr", "hit", "auc", "gauc", "logloss")
+    return part == "test" and is_headline(name)
 
 
 def _live_events(now: datetime) -> list[dict[str, Any]]:

@@ -220,7 +220,7 @@ def all_reduce_gradients(params: list[Tensor], weight: float, context: WorkerCon
     offset = 0
     for param, grad in zip(params, grads, strict=True):
         size = grad.numel()
-        param.grad = flat[offset : offset + size].view_as(param).clone()
+        param.grad = flat[offset : offset + size].view_as(param)  # views of one fresh buffer: no copy
         offset += size
     for param, seen in zip(params, flat[offset:].tolist(), strict=True):
         if seen == 0:

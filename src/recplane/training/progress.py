@@ -19,7 +19,7 @@ from recplane.training.callbacks import RunInfo, TrainCallback
 if TYPE_CHECKING:
     from recplane.training.trainer import EpochRecord, TrainResult
 
-__all__ = ["RichProgress", "headline"]
+__all__ = ["RichProgress", "headline", "is_headline"]
 
 _HEADLINE = ("recall", "mrr", "ndcg", "hit", "precision", "auc", "gauc", "logloss")
 
@@ -103,7 +103,13 @@ class RichProgress(TrainCallback):
         self.progress.stop()
 
 
+def is_headline(name: str) -> bool:
+    """An accuracy metric over all rows (``recall@10``, ``auc``, ``like_logloss`` ...), not a diagnostic such as
+    ``novelty@10`` or a segment such as ``cold_items/ndcg@10``."""
+    return name.split("@")[0].split("_")[-1] in _HEADLINE
+
+
 def headline(metrics: dict[str, float]) -> str:
-    """The accuracy metrics of a result (``recall@10``, ``auc``, ``like_logloss`` ...), not the diagnostics."""
-    shown = sorted(name for name in metrics if name.split("@")[0].split("_")[-1] in _HEADLINE)
+    """The accuracy metrics of a result as one line."""
+    shown = sorted(name for name in metrics if is_headline(name))
     return "  ".join(f"{name} {metrics[name]:.4f}" for name in shown)
