@@ -1,4 +1,4 @@
-"""Prometheus metrics of one server: request counts and latency per route, ingestion counters.
+"""Prometheus metrics of one server: request counts and latency per route, ingestion counters, feature skew.
 
 Each app gets its own registry (no process-wide globals), exposed at ``/metrics``.
 """
@@ -6,11 +6,15 @@ Each app gets its own registry (no process-wide globals), exposed at ``/metrics`
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from recplane.features.skew import SkewReport
 
 __all__ = ["MetricsMiddleware", "ServerMetrics"]
 
@@ -38,6 +42,22 @@ class ServerMetrics:
             "recplane_ingest_requests_total", "Ingestion requests by dataset and result.",
             ["dataset", "result"], registry=self.registry,
         )
+        self.feature_skew_mismatch_rate = Gauge(
+            "recplane_feature_skew_mismatch_rate",
+            "Share of served values that differ from the offline engine's, per feature (latest skew report).",
+            ["feature"], registry=self.registry,
+        )
+        self.feature_skew_rows_compared = Gauge(
+            "recplane_feature_skew_rows_compared",
+            "Served values compared with the offline engine's, per feature (latest skew report).",
+            ["feature"], registry=self.registry,
+        )
+
+    def record_feature_skew(self, report: SkewReport) -> None:
+        """Set the skew gauges of every feature in ``report`` (features it does not cover keep their values)."""
+        for row in report.features:
+            self.feature_skew_mismatch_rate.labels(row.feature).set(row.mismatch_rate)
+            self.feature_skew_rows_compared.labels(row.feature).set(row.rows_compared)
 
     def render(self) -> Response:
         """The /metrics response in the Prometheus text format."""

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import orjson
 import typer
 from rich.markup import escape
 
 from recplane.cli.context import client_of
 from recplane.cli.output import console, print_json, print_records
 
+if TYPE_CHECKING:
+    from recplane.features.skew import SkewReport
+
 app = typer.Typer(
     help="Feature definitions, materialization, online lookups and item features.\n\nExamples: recplane features "
     "apply features/ --dry-run; recplane features list; recplane features materialize --incremental; "
-    "recplane features get --service ranker --entity user_id=42; "
+    "recplane features get --service ranker --entity user_id=42; recplane features skew --since 1d; "
     "recplane features embed-text --source ml100k_items --target ml100k_item_text "
     "--columns title,genres",
     no_args_is_help=True,
@@ -236,6 +240,9 @@ def get(
     feature: Annotated[
         list[str] | None, typer.Option("--feature", help="view:feature or view:* (repeat; instead of --service).")
     ] = None,
+    log: Annotated[
+        bool | None, typer.Option("--log/--no-log", help="Log the answer for skew reports (default: the setting).")
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
     """Look up online feature values of entities, with each view's freshness and a status per entity.
@@ -244,7 +251,9 @@ def get(
     """
     if (service is None) == (not feature):
         raise typer.BadParameter("give --service or --feature (one of them)")
-    found = client_of(ctx).online_features([_entity(text) for text in entity], service or list(feature or []))
+    found = client_of(ctx).online_features(
+        [_entity(text) for text in entity], service or list(feature or []), log=log
+    )
     if json:
         print_json(found.to_dict())
         return
@@ -255,3 +264,92 @@ def get(
     views = [f"event time {view}" for view in found.event_times]
     columns = [*found.entities[0].keys(), "status", *found.features, *views] if rows else []
     print_records(rows, columns, title="Online features")
+    if found.request_id is not None:
+        console.print(f"Logged as request {found.request_id}.")
+
+
+def _since(text: str) -> timedelta | datetime:
+    from recplane.errors import InvalidInput
+    from recplane.features.skew import parse_since
+
+    try:
+        return parse_since(text)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.message, param_hint="--since") from exc
+
+
+@app.command("skew")
+def skew(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="Window start: a period back from now (30m, 6h, 1d, 7d) or an ISO time.")],
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="Only view:feature or view:* (repeat for more).")
+    ] = None,
+    service: Annotated[str | None, typer.Option(help="Only the features of this feature service.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="The served-feature log (default: feature_log).")] = None,
+    examples: Annotated[bool, typer.Option("--examples/--no-examples", help="Show differing values.")] = True,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Train-serve skew: each logged online value recomputed by the training-set engine as of its serving time.
+
+    Example: recplane features skew --since 1d --feature user_stats:*
+    """
+    if service is not None and feature:
+        raise typer.BadParameter("give --service or --feature, not both")
+    report = client_of(ctx).feature_skew(_since(since), features=service or feature or None, dataset=dataset)
+    if json:
+        print_json(report)
+        return
+    _print_skew_table(report)
+    console.print(
+        f"{report.requests:,} requests, {report.rows_compared:,} values compared, {report.mismatches:,} differ "
+        f"({report.mismatch_rate:.2%})."
+    )
+    for name, why in report.skipped.items():
+        console.print(f"[yellow]skipped[/] {escape(name)}: {escape(why)}")
+    if examples:
+        _print_examples(report)
+
+
+def _print_skew_table(report: SkewReport) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"Train-serve skew in {report.dataset} since {report.since:%Y-%m-%d %H:%M:%S}",
+        header_style="bold cyan",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("feature", no_wrap=True)
+    for header in ("rows", "differ", "rate", "null on/off", "mean |Δ|", "max |Δ|"):
+        table.add_column(header, justify="right")
+    for row in report.features:
+        style = "red" if row.mismatches else ""
+        table.add_row(
+            f"[{style}]{escape(row.feature)}[/]" if style else escape(row.feature),
+            f"{row.rows_compared:,}",
+            f"{row.mismatches:,}",
+            f"{row.mismatch_rate:.2%}",
+            f"{row.missing_online}/{row.missing_offline}",
+            "—" if row.mean_abs_diff is None else f"{row.mean_abs_diff:.4g}",
+            "—" if row.max_abs_diff is None else f"{row.max_abs_diff:.4g}",
+        )
+    console.print(table)
+
+
+def _print_examples(report: SkewReport) -> None:
+    shown = [(row.feature, example) for row in report.features for example in row.examples]
+    if shown:
+        console.print("[bold]Differing values[/] (online vs offline):")
+    for feature, example in shown:
+        entity = ",".join(f"{key}={value}" for key, value in example.entity.items())
+        console.print(
+            f"  {escape(feature)} {escape(entity)} {example.served_at:%Y-%m-%d %H:%M:%S} {example.status}: "
+            f"[red]{escape(_shown(example.online))}[/] vs [green]{escape(_shown(example.offline))}[/] "
+            f"[dim]request {example.request_id}[/]"
+        )
+
+
+def _shown(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."

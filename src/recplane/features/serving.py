@@ -15,12 +15,19 @@ Every entity gets a status per online view (``ok``, ``expired``: found but older
 ``missing``: never materialized, values null — or, for windowed aggregations, the offline engine's empty-window
 value: count and sum 0, last_n ``[]``) and an overall one: ``ok`` when every view is ok, ``missing`` when
 some view has nothing for it, else ``expired``. An unknown entity is never an error.
+
+With ``log=True`` (or a service built with ``log_by_default``) the answer is also appended to a served-feature
+log dataset (see :mod:`recplane.features.served_log`) under a fresh ``request_id``, returned with the answer so
+a caller can join its own records (impressions, clicks) to what it was served; the lookup does not wait for
+that write. The log is what train-serve skew reports (:mod:`recplane.features.skew`) compare offline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +39,7 @@ from recplane.features.materialize import aggregates_view
 from recplane.features.offline.plan import plan_training_set
 from recplane.features.online.protocol import EntityKey, EntityStatus, OnlineStore
 from recplane.features.registry import FeatureRegistry
+from recplane.features.served_log import DEFAULT_LOG_DATASET, ServedFeatureLog, ServedLookup
 from recplane.features.spec import Entity, FeatureService, FeatureView, parse_feature_ref
 from recplane.lake import DatasetService
 
@@ -58,6 +66,8 @@ class OnlineFeatures:
     """Status per online view (``view`` for point features, ``view.aggregates`` for aggregations)."""
     event_times: dict[str, list[datetime | None]] = field(default_factory=dict)
     """Freshness per online view: the event time of each entity's values (aggregations: computed as of)."""
+    request_id: str | None = None
+    """The id this answer was logged under in the served-feature log (None when it was not logged)."""
 
     def __len__(self) -> int:
         return len(self.entities)
@@ -82,6 +92,7 @@ class OnlineFeatures:
                 view: [None if moment is None else moment.isoformat() for moment in times]
                 for view, times in self.event_times.items()
             },
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -97,6 +108,7 @@ class OnlineFeatures:
                 view: [None if text is None else datetime.fromisoformat(text) for text in times]
                 for view, times in payload.get("event_times", {}).items()
             },
+            request_id=payload.get("request_id"),
         )
 
 
@@ -135,10 +147,16 @@ class OnlineFeatureService:
         store: OnlineStore,
         *,
         cache_seconds: float = 5.0,
+        served_log: ServedFeatureLog | None = None,
+        log_by_default: bool = False,
+        log_dataset: str = DEFAULT_LOG_DATASET,
     ) -> None:
         self._registry = registry
         self._datasets = datasets
         self._store = store
+        self._served_log = served_log
+        self._log_by_default = log_by_default
+        self._log_dataset = log_dataset
         self._cache_seconds = cache_seconds
         self._cache: dict[tuple[str | None, str | tuple[str, ...]], tuple[float, list[_Lookup]]] = {}
         self._lock = threading.Lock()
@@ -155,8 +173,14 @@ class OnlineFeatureService:
         *,
         principal: Principal,
         now: datetime | None = None,
+        log: bool | None = None,
+        log_dataset: str | None = None,
     ) -> OnlineFeatures:
-        """Feature values of ``entities`` (columns or rows of join key values), as of ``now`` (default: now)."""
+        """Feature values of ``entities`` (columns or rows of join key values), as of ``now`` (default: now).
+
+        ``log`` (default: the service's ``log_by_default``) also appends the answer to the served-feature log
+        ``log_dataset`` (default: the service's), stamped with ``now`` as its serving time."""
+        logging_to = self._log_target(log, log_dataset, principal)
         lookups = self._resolve(features, principal)
         rows = _entity_rows(entities)
         reference = now if now is not None else datetime.now(UTC)
@@ -177,9 +201,44 @@ class OnlineFeatureService:
         ]
         keys = list(dict.fromkeys(key for lookup in lookups for key in lookup.key_columns))
         asked = [{key: row.get(key) for key in keys} for row in rows]
-        return OnlineFeatures(
+        answer = OnlineFeatures(
             asked, outputs, {name: values[name] for name in outputs}, overall, view_statuses, event_times
         )
+        if logging_to is None:
+            return answer
+        request_id = uuid.uuid4().hex
+        self._log(logging_to, request_id, reference, answer, lookups)
+        return dataclasses.replace(answer, request_id=request_id)
+
+    def _log_target(self, log: bool | None, dataset: str | None, principal: Principal) -> str | None:
+        """The log dataset this lookup goes to (checked, created on first use), or None when not logging."""
+        if not (self._log_by_default if log is None else log):
+            return None
+        if self._served_log is None:
+            raise InvalidInput("This online feature service has no served-feature log; it cannot log lookups.")
+        target = dataset or self._log_dataset
+        self._served_log.prepare(target, principal)
+        return target
+
+    def _log(
+        self, dataset: str, request_id: str, served_at: datetime, found: OnlineFeatures, lookups: list[_Lookup]
+    ) -> None:
+        assert self._served_log is not None
+        refs = [
+            (output, f"{lookup.view}:{feature}", lookup.online_view)
+            for lookup in lookups
+            for feature, output in zip(lookup.features, lookup.outputs, strict=True)
+        ]
+        snapshot = ServedLookup(
+            request_id=request_id,
+            served_at=served_at,
+            entities=found.entities,
+            features=refs,
+            values={name: list(column) for name, column in found.values.items()},  # the caller may edit its lists
+            view_statuses=found.view_statuses,
+            event_times=found.event_times,
+        )
+        self._served_log.append(dataset, snapshot)
 
     def _read(
         self, lookup: _Lookup, rows: list[Mapping[str, Any]], now: datetime

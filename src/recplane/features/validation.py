@@ -40,6 +40,7 @@ def sandboxed_duckdb() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     connection.execute("SET TimeZone='UTC'")
     connection.execute("SET enable_external_access=false")
+    connection.execute("SET enable_progress_bar=false")  # DuckDB's own bar would print into the CLI's output
     connection.execute("SET lock_configuration=true")
     return connection
 

@@ -423,7 +423,7 @@ class MLP(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         """The layers in order; in training on the CPU in fp32, linears run through :class:`_OneDnnLinear`."""
-        if not (self.training and _fast_linear_applies(x, self[0])):
+        if len(self) == 0 or not (self.training and _fast_linear_applies(x, self[0])):
             return super().forward(x)
         for layer in self:
             if isinstance(layer, nn.Linear):

@@ -4,7 +4,9 @@ The interaction table is split at random 8:1:1 over all rows (``default_protocol
 the ``label_column`` when the table has it, else ``rating_column >= rating_threshold`` (4.0, as RecBole's
 context-aware ml-100k config). Every row becomes a (user, item) example whose sparse fields are ``user_id`` and
 ``item_id`` plus the columns of the optional item and user feature tables (:mod:`~recplane.training.
-feature_tables`); a batch gathers each entity's features by id.
+feature_tables`); a batch gathers each entity's features by id. The table's ``row_feature_columns`` (e.g. the
+point-in-time features of a training set) are per-row fields, encoded by a
+:class:`~recplane.training.row_features.RowFeatureEncoder` fitted on the training split (``task.row_encoder``).
 
 * **DIN** also reads the user's behaviour history: for each row, the user's training items strictly earlier in
   time (``ts``), the most recent ``max_history`` of them. Rows only store where that window ends in the
@@ -19,7 +21,7 @@ RecBole does) and ``logloss`` of the first task; the other task's metrics carry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -33,7 +35,7 @@ from recplane.models.base import Batch, RankingModel, RecModel
 from recplane.models.dcn import DCNv2, DCNv2Config
 from recplane.models.deepfm import DeepFM, DeepFMConfig
 from recplane.models.din import DIN, DINConfig
-from recplane.models.features import SparseField
+from recplane.models.features import DenseField, SparseField
 from recplane.models.mmoe import MMoE, MMoEConfig
 from recplane.models.moe import SparseMoEConfig, SparseMoERanker
 from recplane.models.negatives import InteractionSet, NegativeSampler
@@ -42,6 +44,7 @@ from recplane.training.evaluate import DEFAULT_COLD_THRESHOLD
 from recplane.training.feature_tables import build_entity_features, check_distinct_names
 from recplane.training.metrics import auc, gauc, log_loss
 from recplane.training.protocol import Protocol, default_protocol, split_for_protocol
+from recplane.training.row_features import RowFeatureEncoder
 from recplane.training.task import Part, build_with_params
 
 if TYPE_CHECKING:
@@ -57,13 +60,15 @@ _RESERVED = {"user_id", "item_id", "history", "history_len", SINGLE_TASK, *MULTI
 
 @dataclass(frozen=True)
 class _Rows:
-    """The examples of one split: ids, labels per task, and (DIN) where each row's history window ends."""
+    """The examples of one split: ids, labels per task, (DIN) where each row's history window ends, and the
+    encoded row features (model input name → one row per example)."""
 
     users: Tensor
     items: Tensor
     labels: dict[str, Tensor]
     history_end: Tensor | None = None
     history_len: Tensor | None = None
+    row_features: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -129,8 +134,10 @@ class RankingTask:
         self.user_features = build_entity_features(user_features, "user_id", self.users, what="user feature")
         check_distinct_names(_RESERVED, ("item feature", self.item_features), ("user feature", self.user_features))
         split = split_for_protocol(table, self.protocol)
+        self.row_encoder = self._fit_row_features(split.train)
         parts: dict[Part, pa.Table] = {"train": split.train, "valid": split.valid, "test": split.test}
         observed = {name: self._observed(part) for name, part in parts.items()}
+        row_features = {name: self._row_features(part) for name, part in parts.items()}
         train_users, train_items, _, train_times = observed["train"]
         self.history = (
             _HistoryIndex.build(train_users, train_items, train_times, self.users.num_embeddings)
@@ -139,7 +146,7 @@ class RankingTask:
         )
         sampler = self._click_sampler(table, train_items) if self.multi_task else None
         self.parts: dict[Part, _Rows] = {
-            name: self._rows(*values, sampler=sampler, seed=config.seed + offset)
+            name: self._rows(*values, row_features[name], sampler=sampler, seed=config.seed + offset)
             for offset, (name, values) in enumerate(observed.items())
         }
 
@@ -158,6 +165,33 @@ class RankingTask:
             f"(0/1) nor a {self.config.rating_column!r} column to threshold at {self.config.rating_threshold}; its "
             f"columns are {table.column_names}. Set label_column or rating_column in the TrainConfig."
         )
+
+    def _fit_row_features(self, train: pa.Table) -> RowFeatureEncoder | None:
+        """The encoder of ``row_feature_columns``, fitted on the training split; None without row features."""
+        columns = list(self.config.row_feature_columns)
+        if not columns:
+            return None
+        labels = {self.config.label_column, self.config.rating_column}
+        leaking = sorted(labels & set(columns))
+        if leaking:
+            raise InvalidInput(f"Row feature column(s) {leaking} hold the label; a model may not read its own label.")
+        encoder = RowFeatureEncoder.fit(train, columns)
+        entity_names = {*self.item_features.names, *self.user_features.names}
+        entity_names |= {f"{name}_len" for name in [*self.item_features.bags, *self.user_features.bags]}
+        for name in encoder.input_names:
+            if name in _RESERVED:
+                raise InvalidInput(
+                    f"Row feature column {name!r} clashes with a batch key the trainer uses ({sorted(_RESERVED)}); "
+                    "rename it."
+                )
+            if name in entity_names:
+                raise InvalidInput(f"Feature {name!r} is both a row feature and an item/user feature; rename one.")
+        return encoder
+
+    def _row_features(self, part: pa.Table) -> dict[str, Tensor]:
+        if self.row_encoder is None:
+            return {}
+        return {name: torch.from_numpy(values) for name, values in self.row_encoder.encode(part).items()}
 
     def _observed(self, part: pa.Table) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(users, items, label, time) of a split's observed rows as tensors."""
@@ -190,7 +224,15 @@ class RankingTask:
         return NegativeSampler.popularity(counts, exclude=seen)
 
     def _rows(
-        self, users: Tensor, items: Tensor, label: Tensor, times: Tensor, *, sampler: NegativeSampler | None, seed: int
+        self,
+        users: Tensor,
+        items: Tensor,
+        label: Tensor,
+        times: Tensor,
+        row_features: dict[str, Tensor],
+        *,
+        sampler: NegativeSampler | None,
+        seed: int,
     ) -> _Rows:
         labels = {SINGLE_TASK: label}
         if sampler is not None:
@@ -202,10 +244,14 @@ class RankingTask:
             }
             users, items = torch.cat([users, users.repeat_interleave(per_row)]), torch.cat([items, sampled])
             times = torch.cat([times, times.repeat_interleave(per_row)])
+            # A sampled non-click happens in the same request as its observed row, so it shares the row features.
+            row_features = {
+                name: torch.cat([v, v.repeat_interleave(per_row, dim=0)]) for name, v in row_features.items()
+            }
         if self.history is None:
-            return _Rows(users, items, labels)
+            return _Rows(users, items, labels, row_features=row_features)
         end, length = self.history.window(users, times, self.config.max_history)
-        return _Rows(users, items, labels, end, length)
+        return _Rows(users, items, labels, end, length, row_features)
 
     def build_model(self) -> RecModel:
         params = self.config.params
@@ -215,8 +261,9 @@ class RankingTask:
             *item_id,
             *self.item_features.sparse_fields(),
             *self.user_features.sparse_fields(),
+            *self._row_sparse_fields(),
         )
-        dense = (*self.item_features.dense_fields(), *self.user_features.dense_fields())
+        dense = (*self.item_features.dense_fields(), *self.user_features.dense_fields(), *self._row_dense_fields())
         fields = {"sparse_fields": sparse, "dense_fields": dense}
         model = self.config.model
         if model == "deepfm":
@@ -230,12 +277,21 @@ class RankingTask:
             return MMoE(build_with_params(model, params, {**fields, "tasks": MULTI_TASKS}, MMoEConfig))
         return SparseMoERanker(build_with_params(model, params, {**fields, "tasks": MULTI_TASKS}, SparseMoEConfig))
 
+    def _row_sparse_fields(self) -> list[SparseField]:
+        features = self.row_encoder.features if self.row_encoder else ()
+        return [SparseField(f.name, f.cardinality, multi_valued=f.kind == "bag") for f in features if f.kind != "dense"]
+
+    def _row_dense_fields(self) -> list[DenseField]:
+        features = self.row_encoder.features if self.row_encoder else ()
+        return [DenseField(f.name, f.dim) for f in features if f.kind == "dense"]
+
     def features(self, part: _Rows, rows: Tensor) -> Batch:
         """The model inputs of ``rows`` of a split (no labels)."""
         users, items = part.users[rows], part.items[rows]
         batch: Batch = {"user_id": users, "item_id": items}
         batch.update(self.item_features.take(items))
         batch.update(self.user_features.take(users))
+        batch.update({name: values[rows] for name, values in part.row_features.items()})
         if self.history is not None and part.history_end is not None and part.history_len is not None:
             lengths = part.history_len[rows]
             batch["history"] = self.history.gather(part.history_end[rows], lengths, self.config.max_history)

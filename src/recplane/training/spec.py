@@ -18,6 +18,19 @@ version it read) and carries the trainer's settings under ``train`` — any :cla
       lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
       params.embedding_size: {type: categorical, choices: [32, 64, 128]}
 
+A ranking model can instead train on a point-in-time **training set** built by the feature store: the labels
+dataset joined with a feature service's features as of each label's time (``dataset`` then defaults to the
+labels; the feature columns become the model's per-row features, ``train.row_feature_columns``)::
+
+    training_set:
+      labels: ml100k_ratings          # a dataset with the entity keys and a label time
+      labels_version: 3               # optional: default the newest (the run records it as its dataset version)
+      features: demo_ranker           # a feature service, or ["view:feature", "view:*", ...]
+      label_time_col: ts
+      feature_lag: 1s                 # optional: features as of label time - 1s (views over the labels' own
+                                      # events then cannot see the label itself)
+      exclude_created_after_label: false
+
 Dotted keys (``params.embedding_size``) address nested ``train`` settings, in search spaces and in overrides
 (``recplane train spec.yaml --set epochs=5``).
 """
@@ -33,10 +46,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recplane.errors import InvalidInput, InvalidSpec
+from recplane.lake.spec import parse_duration
 from recplane.specs import read_yaml_mapping
-from recplane.training.trainer import TrainConfig
+from recplane.training.trainer import MODEL_KINDS, TrainConfig
 
-__all__ = ["SearchParam", "TrainSpec", "load_train_spec"]
+__all__ = ["SearchParam", "TrainSpec", "TrainingSetSpec", "load_train_spec"]
 
 
 class SearchParam(BaseModel):
@@ -63,6 +77,39 @@ class SearchParam(BaseModel):
         return self
 
 
+class TrainingSetSpec(BaseModel):
+    """A point-in-time training set to train on: labels joined with registered features as of each label's time.
+
+    The labels are the spec's ``dataset`` at ``version``; ``labels``/``labels_version`` written in this section
+    are moved there when the spec is read, so that overrides and resumes have one place to pin them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: str | list[str] = Field(description="A feature service name, or ['view:feature', 'view:*', ...].")
+    label_time_col: str = "ts"
+    exclude_created_after_label: bool = False
+    feature_lag: str | None = Field(
+        default=None, description="Look features up this long before each label's time, e.g. '1s'."
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> TrainingSetSpec:
+        if isinstance(self.features, list) and not self.features:
+            raise ValueError("features must name a feature service or at least one 'view:feature'")
+        if self.feature_lag is not None:
+            try:
+                parse_duration(self.feature_lag)
+            except InvalidSpec as exc:  # a ValueError for pydantic, so the field is named
+                raise ValueError(exc.message) from exc
+        return self
+
+    @property
+    def lag_seconds(self) -> float:
+        """``feature_lag`` in seconds (0 without one)."""
+        return parse_duration(self.feature_lag).total_seconds() if self.feature_lag else 0.0
+
+
 class TrainSpec(BaseModel):
     """A training job: data, trainer settings, parallelism and (for tuning) a search space."""
 
@@ -70,6 +117,7 @@ class TrainSpec(BaseModel):
 
     name: str | None = None
     dataset: str
+    training_set: TrainingSetSpec | None = None
     version: int | None = Field(default=None, ge=0)
     item_features: str | None = None
     item_features_version: int | None = Field(default=None, ge=0)
@@ -83,9 +131,33 @@ class TrainSpec(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchParam] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_are_the_dataset(cls, data: Any) -> Any:
+        """With a training set, ``dataset``/``version`` are its labels (given once, in either place)."""
+        if not isinstance(data, dict) or not isinstance(data.get("training_set"), dict):
+            return data
+        data, section = dict(data), dict(data["training_set"])
+        for own, theirs in (("dataset", "labels"), ("version", "labels_version")):
+            mine, given = data.get(own), section.pop(theirs, None)
+            if mine is not None and given is not None and mine != given:
+                raise ValueError(f"{own} {mine!r} and training_set.{theirs} {given!r} differ; give it once")
+            if given is not None:
+                data[own] = given
+        if data.get("dataset") is None:
+            raise ValueError("a training_set needs its labels: name the labels dataset in training_set.labels")
+        data["training_set"] = section
+        return data
+
     @model_validator(mode="after")
     def _valid_train_settings(self) -> TrainSpec:
-        self.train_config()  # raises with the offending key named
+        config = self.train_config()  # raises with the offending key named
+        if self.training_set is not None and MODEL_KINDS[config.model] != "context":
+            raise InvalidInput(
+                f"A training_set gives the model per-row features, and row features need a ranking model "
+                f"(deepfm, dcn, din, mmoe, moe); model {config.model!r} is a retrieval model. Train it on "
+                "`dataset:` instead."
+            )
         return self
 
     @property

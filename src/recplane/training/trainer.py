@@ -44,6 +44,7 @@ from recplane.training.precision import DeviceName, ExecutionPlan, Precision, Pr
 from recplane.training.protocol import ModelKind, Protocol
 from recplane.training.ranking_task import RankingTask
 from recplane.training.retrieval_tasks import PairwiseTask, SequentialTask, TwoTowerTask
+from recplane.training.row_features import RowFeatureEncoder
 from recplane.training.task import Task
 
 __all__ = ["MODEL_KINDS", "EpochRecord", "ModelName", "TrainConfig", "TrainResult", "train"]
@@ -78,6 +79,7 @@ _RUN_KEYS = (
     "rating_threshold",
     "click_negatives",
     "max_history",
+    "row_feature_columns",
 )
 
 
@@ -91,6 +93,8 @@ class TrainConfig:
     are written only when ``checkpoint_dir`` is set. Ranking labels: ``label_column`` (0/1) when the table has
     it, else ``rating_column >= rating_threshold``. ``click_negatives``: sampled unobserved items per observed row
     for the multi-task ``click`` task. ``max_history``: recent items per user read by DIN and two-tower.
+    ``row_feature_columns``: columns of the interaction table that become per-row model inputs of a ranking model
+    (:mod:`recplane.training.row_features`), e.g. the point-in-time features of a training set.
     """
 
     model: ModelName = "mf"
@@ -115,10 +119,18 @@ class TrainConfig:
     max_history: int = 50
     device: DeviceName = "auto"
     precision: PrecisionName = "auto"
+    row_feature_columns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
             raise InvalidInput(f"Unknown model {self.model!r}; choose one of {sorted(MODEL_KINDS)}.")
+        if isinstance(self.row_feature_columns, str):
+            raise InvalidInput(f"row_feature_columns must be a list of column names, not {self.row_feature_columns!r}.")
+        if self.row_feature_columns and MODEL_KINDS[self.model] != "context":
+            raise InvalidInput(
+                f"Row features need a ranking model (deepfm, dcn, din, mmoe, moe); model {self.model!r} reads no "
+                f"per-row features (row_feature_columns={list(self.row_feature_columns)})."
+            )
         if self.optimizer not in _OPTIMIZERS:
             raise InvalidInput(f"Unknown optimizer {self.optimizer!r}; choose one of {list(_OPTIMIZERS)}.")
         if self.negatives not in ("uniform", "popularity"):
@@ -180,6 +192,7 @@ class TrainResult:
     checkpoint: Path | None = None
     workers: int = 1
     example_batch: Batch | None = None
+    row_encoder: RowFeatureEncoder | None = None
 
 
 def build_task(
@@ -503,6 +516,7 @@ def _run(
         checkpoint=loop.last_checkpoint,
         workers=1 if context is None else context.world_size,
         example_batch=_example_batch(task, loop.order),
+        row_encoder=task.row_encoder if isinstance(task, RankingTask) else None,
     )
     if end_callbacks:
         for callback in loop.callbacks:

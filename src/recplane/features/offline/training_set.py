@@ -10,7 +10,7 @@ when written as a dataset, in that version's commit metadata too.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -55,12 +55,18 @@ class TrainingSetBuilder:
         labels_version: int | None = None,
         write_to: str | None = None,
         author: str | None = None,
+        pinned: Mapping[str, Any] | None = None,
     ) -> pa.Table:
-        """``labels`` (a table or a dataset name) with the requested features joined point-in-time correct."""
+        """``labels`` (a table or a dataset name) with the requested features joined point-in-time correct.
+
+        ``pinned``: the lineage of an earlier build (``lineage_of``); its feature service, view and source dataset
+        versions are used instead of the newest, so the same labels give the same training set again.
+        """
+        pins = pinned or {}
         label_table, label_lineage = self._labels(labels, labels_version, principal)
-        refs, service = self._refs(features)
-        plan = self._plan(refs, label_table.column_names, full_feature_names, principal)
-        sources, source_versions = self._sources(plan, principal)
+        refs, service = self._refs(features, (pins.get("feature_service") or {}).get("version"))
+        plan = self._plan(refs, label_table.column_names, full_feature_names, principal, pins.get("feature_views"))
+        sources, source_versions = self._sources(plan, principal, pins.get("sources"))
         joined = join_features(
             label_table,
             plan,
@@ -98,24 +104,31 @@ class TrainingSetBuilder:
         table = self._datasets.read(labels, principal=principal, version=pinned)
         return table, {"dataset": labels, "version": pinned}
 
-    def _refs(self, features: str | Sequence[str]) -> tuple[list[str], dict[str, Any] | None]:
+    def _refs(
+        self, features: str | Sequence[str], service_version: int | None = None
+    ) -> tuple[list[str], dict[str, Any] | None]:
         if isinstance(features, str):
             if ":" in features:
                 return [features], None
-            info = self._registry.get("feature_service", features)
+            info = self._registry.get("feature_service", features, version=service_version)
             service = info.definition()
             assert isinstance(service, FeatureService)
             return list(service.features), {"name": info.name, "version": info.version}
         return list(features), None
 
     def _plan(
-        self, refs: list[str], label_columns: list[str], full_names: bool, principal: Principal
+        self,
+        refs: list[str],
+        label_columns: list[str],
+        full_names: bool,
+        principal: Principal,
+        view_versions: Mapping[str, int] | None = None,
     ) -> TrainingSetPlan:
         view_names = list(dict.fromkeys(parse_feature_ref(ref)[0] for ref in refs))
         views: dict[str, tuple[FeatureView, int]] = {}
         for name in view_names:
             try:
-                views[name] = self._registry.view(name)
+                views[name] = self._registry.view(name, version=(view_versions or {}).get(name))
             except NotFound as exc:
                 raise InvalidInput(f"{exc.message} (asked for by the feature references {refs})") from exc
         entities: dict[str, Entity] = {}
@@ -130,12 +143,14 @@ class TrainingSetBuilder:
         }
         return plan_training_set(refs, views, entities, event_times, label_columns, full_feature_names=full_names)
 
-    def _sources(self, plan: TrainingSetPlan, principal: Principal) -> tuple[dict[str, SourceData], dict[str, int]]:
+    def _sources(
+        self, plan: TrainingSetPlan, principal: Principal, pinned: Mapping[str, int] | None = None
+    ) -> tuple[dict[str, SourceData], dict[str, int]]:
         sources: dict[str, SourceData] = {}
         versions: dict[str, int] = {}
         for view in plan.views:
             opened = self._datasets.open(view.view.source, principal=principal)
-            snapshot = opened.table.snapshot(view.view.source_version)
+            snapshot = opened.table.snapshot((pinned or {}).get(view.view.source, view.view.source_version))
             sources[view.view.name] = snapshot.to_pyarrow_dataset()
             versions[view.view.source] = snapshot.version()
         return sources, versions
