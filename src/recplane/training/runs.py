@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from recplane.training.trainer import EpochRecord, TrainResult
 
 __all__ = [
+    "TRAINING_SET_FILE",
     "ComparisonRow",
     "NewRun",
     "RunComparison",
@@ -55,12 +56,14 @@ __all__ = [
     "RunStore",
     "SourceVersion",
     "compare_runs",
+    "metric_direction",
     "source_version",
 ]
 
 RunStatus = Literal["running", "finished", "failed", "pruned"]
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 MAX_LIST = 1000
+TRAINING_SET_FILE = "training_set.json"  # in a run's folder: the lineage of the training set it trained on
 JsonScalar = str | int | float | bool | None
 # Metrics where a smaller value is the better one; every other metric is "higher is better".
 _LOWER_IS_BETTER = frozenset(
@@ -460,6 +463,11 @@ def _metrics_of(run: RunRecord) -> dict[str, JsonScalar]:
 def _higher_is_better(name: str) -> bool:
     base = name.removeprefix("test.").split("@", 1)[0].lower()
     return base not in _LOWER_IS_BETTER
+
+
+def metric_direction(name: str) -> bool | None:
+    """True when a bigger value of metric ``name`` is better, False when smaller is, None for unscored facts."""
+    return None if name in _UNSCORED else _higher_is_better(name)
 
 
 def _best_index(values: Sequence[JsonScalar], higher: bool) -> int | None:
