@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from recplane.auth.principal import Principal
 from recplane.catalog import ApiToken, Catalog, utcnow
 from recplane.errors import InvalidInput, NotFound, Unauthenticated
 
-__all__ = ["TokenInfo", "authenticate", "create_token", "list_tokens", "revoke_token"]
+__all__ = ["TokenCache", "TokenInfo", "authenticate", "create_token", "list_tokens", "revoke_token"]
 
 TOKEN_PREFIX = "rp_"
 
@@ -79,3 +80,26 @@ def revoke_token(catalog: Catalog, token_id: int) -> TokenInfo:
             raise NotFound(f"No token with id {token_id}.")
         row.revoked_at = row.revoked_at or utcnow()
         return _info(row)
+
+
+class TokenCache:
+    """Resolved bearer tokens, remembered for ``ttl`` seconds so hot routes (ingestion, serving) skip a catalog
+    query per request. A revoked token keeps working for at most ``ttl`` seconds."""
+
+    def __init__(self, catalog: Catalog, ttl: float = 5.0) -> None:
+        self.catalog = catalog
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def resolve(self, secret: str | None) -> Principal:
+        """The principal of a token (raises Unauthenticated when it is missing, unknown or revoked)."""
+        key = hashlib.sha256(secret.encode()).hexdigest() if secret else ""
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        principal = authenticate(self.catalog, secret)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (now, principal)
+        return principal
