@@ -222,13 +222,14 @@ def _nested(array: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array,
     if pa.types.is_map(target):
         if not pa.types.is_map(array.type):
             raise _Incompatible
-        flat = pc.list_flatten(array)
+        entries = _entries_view(array)
+        flat = pc.list_flatten(entries)
         keys, key_bad = conform(flat.field(0), target.key_type, mode)
         items, item_bad = conform(flat.field(1), target.item_type, mode)
-        parents = pc.list_parent_indices(array).to_numpy()
+        parents = pc.list_parent_indices(entries).to_numpy()
         bad = {int(parents[i]): f"map key: {reason}" for i, reason in key_bad.items()}
         bad.update({int(parents[i]): f"map value: {reason}" for i, reason in item_bad.items()})
-        out = pa.MapArray.from_arrays(_offsets(array), keys, items, type=target, mask=array.is_null())
+        out = pa.MapArray.from_arrays(_offsets(entries), keys, items, type=target, mask=array.is_null())
         return out, bad
     if not (pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type)):
         raise _Incompatible
@@ -241,6 +242,13 @@ def _nested(array: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array,
     out_type = pa.list_(target.value_type) if pa.types.is_fixed_size_list(target) else target
     out = pa.ListArray.from_arrays(_offsets(array), values, type=out_type, mask=array.is_null())
     return out, bad
+
+
+def _entries_view(array: pa.Array) -> pa.Array:
+    """A map array seen as the list of key/value structs it is stored as (pyarrow 26 has no map flatten kernel)."""
+    map_type = array.type
+    entry = pa.struct([pa.field("key", map_type.key_type, nullable=False), pa.field("value", map_type.item_type)])
+    return array.view(pa.list_(pa.field("entries", entry, nullable=False)))
 
 
 def _conform_children(flat: pa.Array, target: pa.DataType, mode: Mode) -> tuple[pa.Array, dict[int, str]]:

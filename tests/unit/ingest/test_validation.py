@@ -381,3 +381,14 @@ def test_every_ndjson_line_becomes_exactly_one_row(items: list[Any]) -> None:
     lines = [b'{"id": 0}'] + [orjson.dumps(i) if isinstance(i, dict) else i.encode() for i in items]
     result = PROPERTY_VALIDATOR.validate_rows(parse_body(b"\n".join(lines)))
     assert result.accepted.num_rows + result.rejected == len([line for line in lines if line.strip()])
+
+
+def test_arrow_map_columns_conform_including_slices_and_bad_values() -> None:
+    from recplane.ingest.conversion import conform
+
+    maps = pa.array([[("a", 1)], None, [("b", 2), ("c", 3)]], pa.map_(pa.string(), pa.int64()))
+    out, bad = conform(maps.slice(1), pa.map_(pa.string(), pa.int64()), "typed")
+    assert bad == {} and out.to_pylist() == [None, [("b", 2), ("c", 3)]]
+    wide = pa.array([[("a", 2**40)], [("b", 1)]], pa.map_(pa.string(), pa.int64()))
+    out, bad = conform(wide, pa.map_(pa.string(), pa.int32()), "typed")
+    assert list(bad) == [0] and "map value" in bad[0] and out.to_pylist()[1] == [("b", 1)]
