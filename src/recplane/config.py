@@ -116,6 +116,83 @@ class Settings(BaseSettings):
         description="Online feature store: 'embedded' (SQLite under HOME/online) or a Redis URL such as "
         "redis://host:6379/0.",
     )
+    log_served_features: bool = Field(
+        False,
+        description="Log every online feature lookup (as with log=True) to the served-feature log dataset, for "
+        "train-serve skew reports (`recplane features skew`).",
+    )
+    feature_log_dataset: str = Field(
+        "feature_log",
+        pattern=r"^[a-z][a-z0-9_]{0,127}$",
+        description="Dataset that logged lookups append to (created on first use); skew reports read it.",
+    )
+    feature_log_flush_ms: float = Field(
+        500.0,
+        gt=0,
+        description="How often logged lookups are committed to the served-feature log; lookups never wait for it, "
+        "so a crash loses at most this much of the log.",
+    )
+    registry_uri: str | None = Field(
+        None,
+        description="Where registered model versions' files are copied: a folder or any fsspec URL "
+        "(s3://bucket/models, gs://..., memory://...). Default: HOME/artifacts/models.",
+    )
+    scheduler_loop: bool = Field(
+        True, description="`recplane server` runs the job scheduler loop (one leader among servers on one catalog)."
+    )
+    scheduler_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="Seconds between scheduler rounds (admission, starts, exits, retries)."
+    )
+    scheduler_capacity_cpu: float | None = Field(
+        None, ge=0, description="CPUs the local job backend may use at once. Default: this machine's CPU count."
+    )
+    scheduler_capacity_memory_gb: float | None = Field(
+        None, ge=0, description="Memory (GB) the local job backend may use at once. Default: this machine's memory."
+    )
+    scheduler_capacity_gpu: float = Field(0.0, ge=0, description="GPUs the local job backend may use at once.")
+    scheduler_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a job asked to stop (preempted, cancelled, timed out) gets before it is killed; "
+        "training jobs save a checkpoint in that time.",
+    )
+    scheduler_ray_address: str | None = Field(
+        None,
+        description="Dashboard address of the Ray cluster that queues with `backend: ray` submit to "
+        "(http://HOST:8265). Default: RAY_ADDRESS, else http://127.0.0.1:8265.",
+    )
+    scheduler_kubernetes_namespace: str = Field(
+        "default", description="Namespace the kubernetes job backend creates its Jobs and PyTorchJobs in."
+    )
+    scheduler_kubernetes_image: str | None = Field(
+        None, description="Container image (with recplane installed) the kubernetes job backend runs jobs in."
+    )
+    scheduler_kubernetes_context: str | None = Field(
+        None, description="kubeconfig context of the kubernetes job backend. Default: the current one, or the "
+        "in-cluster service account when running in a pod.",
+    )
+    price_cpu_hour: float = Field(0.04, ge=0, description="Price of one CPU-hour in usage reports.")
+    price_gpu_hour: float = Field(2.50, ge=0, description="Price of one GPU-hour in usage reports.")
+    price_memory_gb_hour: float = Field(0.005, ge=0, description="Price of one GB-hour of memory in usage reports.")
+    price_currency: str = Field("USD", description="Currency the prices are in.")
+    inline_worker_threads: int = Field(
+        4, ge=1, le=256, description="Worker threads of the `inline` job backend (light jobs run in the scheduling "
+        "process instead of a process each, e.g. pipeline steps marked inline)."
+    )
+    pipelines_loop: bool = Field(
+        True,
+        description="`recplane server` runs the pipeline loop (runs, schedules, triggers; one leader per catalog).",
+    )
+    pipelines_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="Seconds between pipeline loop passes (inline steps wake it at once)."
+    )
+    pipelines_trigger_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How often the pipeline loop checks schedules and dataset triggers."
+    )
+    pipelines_fuse_inline: bool = Field(
+        True, description="Run a run's ready inline steps (and the inline steps after them) as one job that commits "
+        "each step as it ends, instead of one job per step (light steps then cost no job start each)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +224,11 @@ class Settings(BaseSettings):
     def artifacts_root(self) -> Path:
         """Where training runs keep their files (``HOME/artifacts``; a run's are under ``runs/<run id>``)."""
         return (self.home / "artifacts").resolve()
+
+    @property
+    def registry_root(self) -> str:
+        """Root (path or fsspec URL) of the model registry's files; a version's are under ``<name>/<version>``."""
+        return self.registry_uri or str(self.artifacts_root / "models")
 
 
 def setting_sources(overrides: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:

@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recplane.lake import DatasetSpec
+    from recplane.registry import (
+        AliasEvent,
+        AliasPointer,
+        ModelLineage,
+        ModelVersion,
+        RegisteredModel,
+        VersionComparison,
+    )
     from recplane.training.runs import RunComparison, RunRecord
 
 __all__ = ["RemoteClient"]
@@ -211,6 +219,14 @@ class RemoteClient:
     def tune(self, spec: Any, **_: Any) -> Any:
         raise _training_needs_embedded()
 
+    def predict(self, deployment: Any, **_: Any) -> Any:
+        # Batch inference is compute over the lake, like training: it belongs in a scheduler job.
+        raise InvalidInput(
+            "A remote Client cannot run batch inference yet: server-side jobs arrive with the scheduler. Run "
+            "`recplane predict` (or an embedded Client) pointed at the same catalog and lake (RECPLANE_DATABASE_URL, "
+            "RECPLANE_LAKE_URI); the predictions dataset is then visible through the server."
+        )
+
     def plan_features(self, definitions: Any, **_: Any) -> Any:
         raise _features_need_embedded()
 
@@ -233,13 +249,23 @@ class RemoteClient:
         # Materialization is compute over the lake (like a training set): it belongs in a scheduler job.
         raise _features_need_embedded()
 
-    def online_features(self, entities: Any, features: Any, *, now: datetime | None = None) -> Any:
+    def online_features(
+        self,
+        entities: Any,
+        features: Any,
+        *,
+        now: datetime | None = None,
+        log: bool | None = None,
+        log_dataset: str | None = None,
+    ) -> Any:
         from recplane.features.serving import OnlineFeatures
 
         body: dict[str, Any] = {
             "entities": entities if isinstance(entities, dict) else list(entities),
             "features": features if isinstance(features, str) else list(features),
             "now": now.isoformat() if now is not None else None,
+            "log": log,
+            "log_dataset": log_dataset,
         }
         payload = self._json(
             "POST",
@@ -248,6 +274,255 @@ class RemoteClient:
             headers={"Content-Type": "application/json"},
         )
         return OnlineFeatures.from_dict(payload)
+
+    def feature_skew(self, since: Any, *, features: Any = None, dataset: str | None = None) -> Any:
+        from recplane.features.skew import SkewReport, since_text
+
+        body = {
+            "since": since_text(since),
+            "features": features if features is None or isinstance(features, str) else list(features),
+            "dataset": dataset,
+        }
+        return SkewReport.model_validate(self._json("POST", "/v1/features/skew", json=body))
+
+    def register_model(
+        self,
+        name: str,
+        *,
+        run_id: str | None = None,
+        artifact_uri: str | None = None,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        lineage: ModelLineage | dict[str, Any] | None = None,
+        team: str | None = None,
+        model_description: str | None = None,
+    ) -> ModelVersion:
+        from recplane.registry import ModelLineage, ModelVersion
+
+        if isinstance(lineage, ModelLineage):
+            lineage = lineage.model_dump(mode="json", exclude_unset=True)
+        body = {
+            "run_id": run_id,
+            "artifact_uri": artifact_uri,
+            "description": description,
+            "tags": tags,
+            "params": params,
+            "metrics": metrics,
+            "lineage": lineage,
+            "team": team,
+            "model_description": model_description,
+        }
+        return ModelVersion.model_validate(self._json("POST", f"/v1/models/{name}/versions", json=body))
+
+    def list_models(self) -> list[RegisteredModel]:
+        from recplane.registry import RegisteredModel
+
+        return TypeAdapter(list[RegisteredModel]).validate_python(self._json("GET", "/v1/models"))
+
+    def get_model(self, name: str) -> RegisteredModel:
+        from recplane.registry import RegisteredModel
+
+        return RegisteredModel.model_validate(self._json("GET", f"/v1/models/{name}"))
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        from recplane.registry import ModelVersion
+
+        return TypeAdapter(list[ModelVersion]).validate_python(self._json("GET", f"/v1/models/{name}/versions"))
+
+    def get_model_version(self, name: str, version: int | str = "latest") -> ModelVersion:
+        from recplane.registry import ModelVersion
+
+        return ModelVersion.model_validate(self._json("GET", f"/v1/models/{name}/versions/{version}"))
+
+    def set_model_alias(self, name: str, alias: str, version: int | str, *, reason: str = "") -> AliasEvent:
+        from recplane.registry import AliasEvent
+
+        body = {"version": version, "reason": reason}
+        return AliasEvent.model_validate(self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json=body))
+
+    def delete_model_alias(self, name: str, alias: str, *, reason: str = "") -> AliasEvent:
+        from recplane.registry import AliasEvent
+
+        payload = self._json("DELETE", f"/v1/models/{name}/aliases/{alias}", params={"reason": reason})
+        return AliasEvent.model_validate(payload)
+
+    def get_model_alias(self, name: str, alias: str, *, at: datetime | None = None) -> AliasPointer:
+        from recplane.registry import AliasPointer
+
+        params = {"at": at.isoformat()} if at is not None else {}
+        return AliasPointer.model_validate(self._json("GET", f"/v1/models/{name}/aliases/{alias}", params=params))
+
+    def model_alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        from recplane.registry import AliasEvent
+
+        params = {"alias": alias} if alias is not None else {}
+        payload = self._json("GET", f"/v1/models/{name}/history", params=params)
+        return TypeAdapter(list[AliasEvent]).validate_python(payload)
+
+    def compare_model_versions(self, name: str, v1: int | str, v2: int | str) -> VersionComparison:
+        from recplane.registry import VersionComparison
+
+        payload = self._json("GET", f"/v1/models/{name}/compare", params={"v1": str(v1), "v2": str(v2)})
+        return VersionComparison.model_validate(payload)
+
+    def submit_job(self, spec: Any) -> Any:
+        from recplane.scheduler import Job
+        from recplane.scheduler.spec import load_job_spec
+
+        body = _inline_train_spec(load_job_spec(spec)).model_dump(mode="json")
+        return Job.model_validate(self._json("POST", "/v1/jobs", json=body))
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        team: str | None = None,
+        queue: str | None = None,
+        kind: str | None = None,
+        pipeline: str | None = None,
+        limit: int = 100,
+    ) -> Any:
+        from recplane.scheduler import Job
+
+        filters = {"status": status, "team": team, "queue": queue, "kind": kind, "pipeline": pipeline}
+        params: dict[str, Any] = {key: value for key, value in filters.items() if value is not None}
+        payload = self._json("GET", "/v1/jobs", params={**params, "limit": limit})
+        return TypeAdapter(list[Job]).validate_python(payload)
+
+    def get_job(self, job_id: str) -> Any:
+        from recplane.scheduler import Job
+
+        return Job.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def cancel_job(self, job_id: str) -> Any:
+        from recplane.scheduler import Job
+
+        return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def retry_job(self, job_id: str) -> Any:
+        from recplane.scheduler import Job
+
+        return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/retry"))
+
+    def explain_job(self, job_id: str) -> Any:
+        from recplane.scheduler import JobExplanation
+
+        return JobExplanation.model_validate(self._json("GET", f"/v1/jobs/{job_id}/explain"))
+
+    def job_logs(self, job_id: str, *, follow: bool = False) -> Iterator[str]:
+        params = {"follow": str(follow).lower()}
+        try:  # a followed log may stay quiet for long: no read timeout
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=None) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _error_of(response)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"Cannot reach the recplane server at {self.url}: {exc}") from exc
+
+    def wait_job(self, job_id: str, *, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Job {job_id} is still {job.status} after {timeout:g} s.")
+            time.sleep(0.25)
+
+    def apply_queue(self, spec: Any) -> Any:
+        from recplane.scheduler import QueueInfo, load_queue_specs
+
+        body = [queue.model_dump(mode="json") for queue in load_queue_specs(spec)]
+        return TypeAdapter(list[QueueInfo]).validate_python(self._json("PUT", "/v1/queues", json=body))
+
+    def list_queues(self) -> Any:
+        from recplane.scheduler import QueueInfo
+
+        return TypeAdapter(list[QueueInfo]).validate_python(self._json("GET", "/v1/queues"))
+
+    def usage(self, *, team: str | None = None, since: Any = None, group_by: Sequence[str] = ("team",)) -> Any:
+        from datetime import UTC, timedelta
+
+        from recplane.scheduler import UsageReport
+
+        window = since if isinstance(since, timedelta) else None
+        if isinstance(since, datetime):
+            window = datetime.now(UTC) - since
+        seconds = (window or timedelta(days=7)).total_seconds()
+        params: dict[str, Any] = {"since": f"{max(seconds, 0):.3f}s", "group_by": ",".join(group_by)}
+        if team is not None:
+            params["team"] = team
+        return UsageReport.model_validate(self._json("GET", "/v1/usage", params=params))
+
+    def apply_pipeline(self, pipeline: Any) -> Any:
+        from recplane.pipelines import PipelineInfo, load_pipeline
+
+        body = load_pipeline(pipeline).model_dump(mode="json", by_alias=True)
+        return PipelineInfo.model_validate(self._json("PUT", "/v1/pipelines", json=body))
+
+    def list_pipelines(self) -> Any:
+        from recplane.pipelines import PipelineInfo
+
+        return TypeAdapter(list[PipelineInfo]).validate_python(self._json("GET", "/v1/pipelines"))
+
+    def get_pipeline(self, name: str) -> Any:
+        from recplane.pipelines import PipelineInfo
+
+        return PipelineInfo.model_validate(self._json("GET", f"/v1/pipelines/{name}"))
+
+    def run_pipeline(self, pipeline: Any, *, params: dict[str, Any] | None = None, wait: bool = False,
+                     timeout: float | None = None) -> Any:
+        from recplane.pipelines import PipelineRun
+
+        name = pipeline if isinstance(pipeline, str) and "\n" not in pipeline and _is_pipeline_name(pipeline) \
+            else self.apply_pipeline(pipeline).name
+        run = PipelineRun.model_validate(
+            self._json("POST", f"/v1/pipelines/{name}/runs", json={"params": params or {}})
+        )
+        return self.wait_pipeline_run(run.id, timeout=timeout) if wait else run
+
+    def list_pipeline_runs(self, *, pipeline: str | None = None, status: str | None = None, limit: int = 50) -> Any:
+        from recplane.pipelines import PipelineRun
+
+        filters = {"pipeline": pipeline, "status": status, "limit": limit}
+        params = {key: value for key, value in filters.items() if value is not None}
+        return TypeAdapter(list[PipelineRun]).validate_python(self._json("GET", "/v1/pipeline-runs", params=params))
+
+    def get_pipeline_run(self, run_id: str) -> Any:
+        from recplane.pipelines import PipelineRun
+
+        return PipelineRun.model_validate(self._json("GET", f"/v1/pipeline-runs/{run_id}"))
+
+    def wait_pipeline_run(self, run_id: str, *, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.get_pipeline_run(run_id)
+            if run.finished:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Pipeline run {run_id} is still {run.status} after {timeout:g} s.")
+            time.sleep(0.25)
+
+    def cancel_pipeline_run(self, run_id: str) -> Any:
+        from recplane.pipelines import PipelineRun
+
+        return PipelineRun.model_validate(self._json("POST", f"/v1/pipeline-runs/{run_id}/cancel"))
+
+    def backfill_pipeline(self, name: str, start: Any, end: Any, *, param: str = "date",
+                          params: dict[str, Any] | None = None) -> Any:
+        from recplane.pipelines import PipelineRun
+
+        body = {"start": str(start), "end": str(end), "param": param, "params": params or {}}
+        return TypeAdapter(list[PipelineRun]).validate_python(
+            self._json("POST", f"/v1/pipelines/{name}/backfill", json=body)
+        )
+
+def _is_pipeline_name(text: str) -> bool:
+    """A stored pipeline's name, not a file, YAML text or ``module:attribute`` to apply first."""
+    return ":" not in text and not text.endswith((".yaml", ".yml", ".py")) and not Path(text).exists()
 
 
 def _training_needs_embedded() -> RecplaneError:
@@ -269,6 +544,19 @@ def _features_need_embedded() -> RecplaneError:
         "and lake (RECPLANE_DATABASE_URL, RECPLANE_LAKE_URI)."
     )
 
+
+def _inline_train_spec(spec: Any) -> Any:
+    """A train/tune job names its training spec by a local file: send the file's content (the server cannot read
+    the caller's disk)."""
+    import yaml
+
+    source = spec.args.get("spec")
+    if spec.kind not in ("train", "tune") or not isinstance(source, str) or "\n" in source:
+        return spec
+    path = Path(source)
+    if not path.is_file():
+        return spec
+    return spec.model_copy(update={"args": {**spec.args, "spec": yaml.safe_load(path.read_text())}})
 
 def _error_of(response: httpx.Response) -> RecplaneError:
     try:

@@ -21,8 +21,13 @@ if TYPE_CHECKING:
     from recplane.features.offline import TrainingSetBuilder
     from recplane.features.online import OnlineStore
     from recplane.features.registry import FeatureRegistry
+    from recplane.features.served_log import ServedFeatureLog
     from recplane.features.serving import OnlineFeatureService
+    from recplane.features.skew import SkewService
     from recplane.features.streaming import FeatureStream
+    from recplane.pipelines import PipelineService
+    from recplane.registry import ModelRegistry
+    from recplane.scheduler import Scheduler
     from recplane.training.runs import RunStore
     from recplane.training.service import TrainingService
 
@@ -64,7 +69,14 @@ class Runtime:
         """Training specs → recorded runs; imported on first use because the trainer loads torch (seconds)."""
         from recplane.training.service import TrainingService
 
-        return TrainingService(self.datasets, self.runs)
+        return TrainingService(self.datasets, self.runs, training_sets=lambda: self.training_sets)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        """Registered model versions, their aliases and every alias move."""
+        from recplane.registry import ModelRegistry
+
+        return ModelRegistry(self.catalog, self.runs, self.settings, datasets=self.datasets)
 
     @cached_property
     def features(self) -> FeatureRegistry:
@@ -99,10 +111,61 @@ class Runtime:
         """Online lookups of registered features (values, freshness, status per entity)."""
         from recplane.features.serving import OnlineFeatureService
 
-        return OnlineFeatureService(self.features, self.datasets, self.online_store)
+        return OnlineFeatureService(
+            self.features,
+            self.datasets,
+            self.online_store,
+            served_log=self.served_feature_log,
+            log_by_default=self.settings.log_served_features,
+            log_dataset=self.settings.feature_log_dataset,
+        )
+
+    @cached_property
+    def served_feature_log(self) -> ServedFeatureLog:
+        """Appends what online lookups served to the served-feature log dataset, off the lookup path."""
+        from recplane.features.served_log import ServedFeatureLog
+
+        return ServedFeatureLog(
+            self.datasets, self.ingestion, flush_seconds=self.settings.feature_log_flush_ms / 1000
+        )
+
+    @cached_property
+    def feature_skew(self) -> SkewService:
+        """Train-serve skew reports: logged served values against the training-set engine's values."""
+        from recplane.features.skew import SkewService
+
+        return SkewService(
+            self.features,
+            self.datasets,
+            self.training_sets,
+            served_log=self.served_feature_log,
+            default_dataset=self.settings.feature_log_dataset,
+        )
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        """Jobs, queues and usage; its loop runs only when started (``recplane server``, a worker, wait_job)."""
+        from recplane.scheduler import Scheduler
+
+        return Scheduler(self.catalog, self.settings)
+
+    @cached_property
+    def pipelines(self) -> PipelineService:
+        """Pipelines and their runs; the loop runs only when started (``recplane server``, a worker, a wait)."""
+        from recplane.pipelines import PipelineService
+
+        service = PipelineService(self.catalog, self.settings, lambda: self.scheduler, self.datasets)
+        self.ingestion.add_commit_listener(service.on_commit)  # dataset triggers fire without waiting for a poll
+        return service
 
     def close(self) -> None:
         """Flush pending ingestion (and the feature updates it queued) and release connections."""
+        if "pipelines" in self.__dict__:  # its loop ticks the scheduler: stop it first
+            self.pipelines.close()
+        if "scheduler" in self.__dict__:  # stop its loop first: it uses the catalog (jobs keep running)
+            self.scheduler.close()
+        if "served_feature_log" in self.__dict__:  # its last rows go through ingestion, so before it closes
+            self.served_feature_log.close()
         self.ingestion.close()
         if "feature_stream" in self.__dict__:
             self.feature_stream.close()

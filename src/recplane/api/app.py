@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from recplane import __version__
 from recplane.api.errors import install_error_handlers
 from recplane.api.metrics import MetricsMiddleware, ServerMetrics
-from recplane.api.routes import datasets, features, health, ingest, quality, runs
-from recplane.api.security import TokenCache
+from recplane.api.routes import datasets, features, health, ingest, jobs, models, pipelines, quality, runs
+from recplane.auth import TokenCache
 from recplane.config import Settings
 from recplane.runtime import Runtime
 
@@ -33,6 +33,10 @@ def create_app(settings: Settings | None = None, *, dev_mode: bool = False) -> F
         runtime = Runtime(settings)
         app.state.runtime = runtime
         app.state.tokens = TokenCache(runtime.catalog)
+        if settings.scheduler_loop:  # one leader per catalog schedules; other servers stand by
+            runtime.scheduler.start()
+        if settings.pipelines_loop:  # runs, schedules and triggers; one leader per catalog as well
+            runtime.pipelines.start()
         try:
             yield
         finally:
@@ -43,6 +47,6 @@ def create_app(settings: Settings | None = None, *, dev_mode: bool = False) -> F
     app.state.metrics = ServerMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
-    for module in (health, datasets, ingest, quality, runs, features):
+    for module in (health, datasets, ingest, quality, runs, features, models, jobs, pipelines):
         app.include_router(module.router)
     return app

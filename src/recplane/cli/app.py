@@ -11,11 +11,14 @@ from rich.markup import escape
 
 from recplane import __version__
 from recplane.cli import bench as bench_cmd
-from recplane.cli import datasets, features, ingest, load, runs, system, tokens
+from recplane.cli import datasets, features, ingest, jobs, load, models, pipelines, runs, system, tokens
 from recplane.cli import train as train_cmd
 from recplane.cli.context import CliState
 from recplane.cli.demo import demo
 from recplane.cli.output import err_console
+from recplane.cli.predict import predict
+from recplane.cli.serve import serve
+from recplane.cli.usage import usage
 from recplane.errors import RecplaneError
 
 app = typer.Typer(
@@ -56,12 +59,19 @@ app.command("ingest-stream")(ingest.ingest_stream)
 app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("tune")(train_cmd.tune)
+app.command("predict")(predict)
+app.command("serve")(serve)
+app.command("usage")(usage)
 app.add_typer(system.config_app, name="config")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(load.app, name="load")
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
 app.add_typer(features.app, name="features")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.queues_app, name="queues")
+app.add_typer(pipelines.app, name="pipelines")
 
 
 def main() -> None:
