@@ -9,12 +9,9 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, team_token
 
 from recplane import Client
-from recplane.auth import create_token
-from recplane.catalog import Catalog
-from recplane.config import Settings
 from recplane.errors import Forbidden, InvalidInput, PayloadTooLarge
 from recplane.wire import ARROW_STREAM, table_to_ipc
 
@@ -67,19 +64,11 @@ def _exercise(client: Client) -> dict[str, Any]:
     }
 
 
-def _token(server: ServerProcess, team: str) -> str:
-    catalog = Catalog(Settings(home=server.home).catalog_url)
-    secret = create_token(catalog, team).secret
-    catalog.close()
-    assert secret
-    return secret
-
-
 def test_embedded_and_remote_replace_agree(server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
     with Client(home=tmp_path / "embedded") as embedded:
         local = _exercise(embedded)
     server = server_factory(tmp_path / "served")
-    with Client(server.url, _token(server, "recsys")) as remote:
+    with Client(server.url, team_token(server.home, "recsys")) as remote:
         over_http = _exercise(remote)
     assert local == over_http
     assert local["versions"] == [2, 3, 4] and local["now"] == 0
@@ -93,8 +82,8 @@ def test_another_team_gets_403_and_oversized_bodies_413(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     server = server_factory(tmp_path / "home", env={"RECPLANE_MAX_REQUEST_BYTES": "20000"})
-    owner = Client(server.url, _token(server, "recsys"))
-    other = Client(server.url, _token(server, "growth"))
+    owner = Client(server.url, team_token(server.home, "recsys"))
+    other = Client(server.url, team_token(server.home, "growth"))
     owner.create_dataset(SPEC)
     version = owner.replace_dataset("top_items", FIRST)
     with pytest.raises(Forbidden, match="belongs to team 'recsys'"):
@@ -102,7 +91,7 @@ def test_another_team_gets_403_and_oversized_bodies_413(
     response = httpx.put(
         f"{server.url}/v1/datasets/top_items/rows",
         content=table_to_ipc(SECOND),
-        headers={"Authorization": f"Bearer {_token(server, 'growth')}", "Content-Type": ARROW_STREAM},
+        headers={"Authorization": f"Bearer {team_token(server.home, 'growth')}", "Content-Type": ARROW_STREAM},
     )
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     big = [{"item_id": n, "score": 1.0, "emb": [0.5, 0.5]} for n in range(2000)]
@@ -111,7 +100,7 @@ def test_another_team_gets_403_and_oversized_bodies_413(
     json_body = httpx.put(
         f"{server.url}/v1/datasets/top_items/rows",
         json=FIRST,
-        headers={"Authorization": f"Bearer {_token(server, 'recsys')}"},
+        headers={"Authorization": f"Bearer {team_token(server.home, 'recsys')}"},
     )
     assert json_body.status_code == 422 and ARROW_STREAM in json_body.json()["error"]["message"]
     assert owner.get_dataset("top_items").current_version == version

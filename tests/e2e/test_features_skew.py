@@ -5,70 +5,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.features_home import END, T0, prepare_purchases_home
+from tests.fixtures.server import ServerProcess, team_token
 from typer.testing import CliRunner
 
 from recplane import Client
-from recplane.auth import create_token
-from recplane.catalog import Catalog
 from recplane.cli import app
-from recplane.config import Settings
 from recplane.errors import Forbidden
 from recplane.features.online import open_online_store
 
 pytestmark = pytest.mark.e2e
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-END = T0 + timedelta(days=2)
-DEFINITIONS = """
-entities: [{name: user, join_keys: [user_id]}]
-feature_views:
-  - name: user_stats
-    entities: [user]
-    source: purchases
-    ttl: 1d
-    features:
-      - price
-      - {name: buys_7d, agg: count, window: 7d}
-      - {name: last_prices, agg: last_n, column: price, n: 2, window: 7d}
-feature_services: [{name: ranker, features: ["user_stats:*"]}]
-"""
-
-
-def _prepare(home: Path) -> None:
-    """Data, definitions and a materialization as of END, written into the server's home beforehand."""
-    with Client(home=home) as client:
-        client.create_dataset(
-            {
-                "name": "purchases",
-                "team": "recsys",
-                "event_time": "ts",
-                "columns": {"user_id": "int64", "price": "float64", "ts": "timestamp"},
-            }
-        )
-        client.ingest(
-            "purchases",
-            [
-                {"user_id": 1, "price": 2.0, "ts": T0 + timedelta(hours=30)},
-                {"user_id": 1, "price": 5.0, "ts": T0 + timedelta(hours=40)},
-                {"user_id": 2, "price": 7.0, "ts": T0 + timedelta(hours=1)},  # expired at END (1d TTL)
-            ],
-        )
-        client.apply_features(DEFINITIONS)
-        client.materialize(end=END)
-
-
-def _token(home: Path, team: str) -> str:
-    catalog = Catalog(Settings(home=home).catalog_url)
-    secret = create_token(catalog, team).secret
-    catalog.close()
-    assert secret
-    return secret
 
 
 def _cli(server: ServerProcess, token: str, *args: str) -> tuple[int, str]:
@@ -86,9 +37,9 @@ def test_skew_of_logged_lookups_over_http_cli_and_metrics(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    _prepare(home)
+    prepare_purchases_home(home)
     server = server_factory(home)
-    token = _token(home, "recsys")
+    token = team_token(home, "recsys")
     since = T0.isoformat()
     with Client(server.url, token) as remote:
         clean = remote.online_features({"user_id": [1, 2, 3]}, "ranker", now=END, log=True)
@@ -149,5 +100,5 @@ def test_skew_of_logged_lookups_over_http_cli_and_metrics(
     assert code != 0 and "--since" in out and "1d" in out
     bad = httpx.post(f"{server.url}/v1/features/skew", json={"since": "soon"}, headers=headers)
     assert bad.status_code == 422 and "soon" in bad.json()["error"]["message"]
-    with Client(server.url, _token(home, "growth")) as other, pytest.raises(Forbidden, match="feature_log"):
+    with Client(server.url, team_token(home, "growth")) as other, pytest.raises(Forbidden, match="feature_log"):
         other.feature_skew(timedelta(days=400))

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, team_token
 
 from recplane import Client
-from recplane.auth import create_token
-from recplane.catalog import Catalog
-from recplane.config import Settings
 from recplane.errors import Forbidden, NotFound, Unauthenticated
 
 pytestmark = pytest.mark.e2e
@@ -30,17 +27,9 @@ def server(server_factory: Callable[..., ServerProcess], tmp_path: Path) -> Serv
     return server_factory(tmp_path / "home")
 
 
-def _token(server: ServerProcess, team: str) -> str:
-    catalog = Catalog(Settings(home=server.home).catalog_url)
-    secret = create_token(catalog, team).secret
-    catalog.close()
-    assert secret
-    return secret
-
-
 def test_token_of_another_team_gets_403_on_its_dataset(server: ServerProcess) -> None:
-    ads = Client(server.url, _token(server, "ads"))
-    search = Client(server.url, _token(server, "search"))
+    ads = Client(server.url, team_token(server.home, "ads"))
+    search = Client(server.url, team_token(server.home, "search"))
     ads.create_dataset(SPEC)
     ads.ingest("clicks", [{"user_id": 1, "item_id": 2, "ts": "2026-11-23T10:00:00Z"}])
     with pytest.raises(Forbidden, match="belongs to team 'ads'"):
@@ -73,13 +62,13 @@ def test_every_v1_route_needs_a_token_but_health_does_not(server: ServerProcess)
 
 
 def test_errors_cross_the_wire_as_the_same_class(server: ServerProcess) -> None:
-    client = Client(server.url, _token(server, "ads"))
+    client = Client(server.url, team_token(server.home, "ads"))
     with pytest.raises(NotFound):
         client.read("does_not_exist")
 
 
 def test_metrics_count_requests_per_route_and_ingested_rows(server: ServerProcess) -> None:
-    client = Client(server.url, _token(server, "ads"))
+    client = Client(server.url, team_token(server.home, "ads"))
     client.create_dataset(SPEC)
     client.ingest("clicks", [{"user_id": 1, "item_id": 2, "ts": "2026-11-23T10:00:00Z"}, {"item_id": 3}])
     text = httpx.get(f"{server.url}/metrics").text
