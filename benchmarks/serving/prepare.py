@@ -19,9 +19,9 @@ anything is timed) builds one case in ``OUT_FOLDER`` (its own recplane home, its
 
 Deployments (one per index kind): candidates 200, k 10, exclude-seen on, popularity fallback, the serving
 defaults (micro-batches of up to 32 within 2 ms, one model thread); ``exact`` is the equal-work comparison with the
-peers, the case's ``ann`` kind (default ``auto``: HNSW above 50k items) the approximate index a user would run. The
-1M case uses ``ivf``: building HNSW (M 32, efConstruction 80) took 500 s for 100k items on the loaded 2-core
-machine, so 1M items would take over an hour; IVF builds in minutes.
+peers, the case's ``ann`` kind (default ``auto``: recplane's choice above 50k items) the approximate index a user
+would run. The 1M case names ``ivf``: HNSW (M 32, efConstruction 80) took 500 s to build for 100k items on the
+loaded 2-core machine, so 1M items would take over an hour; IVF builds in minutes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ GENRES = (
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
 OCCUPATIONS = tuple(f"occupation_{i}" for i in range(21))
-DEEPFM_PARAMS = {"embedding_size": 10, "mlp_hidden_size": [128, 128, 128], "dropout_prob": 0.2}
+DEEPFM_PARAMS: dict[str, Any] = {"embedding_size": 10, "mlp_hidden_size": [128, 128, 128], "dropout_prob": 0.2}
 ITEM_FEATURES = ["release_year", "genres"]
 USER_FEATURES = ["age", "gender", "occupation"]
 RECIPE = 1  # bump when a change here changes what a case holds: cached cases are then rebuilt
@@ -298,9 +298,9 @@ def _synthetic(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any
             row_features=None,
         )
         bundle = write_bundle(
-            result,
+            result,  # type: ignore[arg-type]  # the attributes write_bundle reads, without a training run
             folder / "bundles" / role,
-            interactions=interactions,  # type: ignore[arg-type]
+            interactions=interactions,
             item_features=items if role == "ranking" else None,
             user_features=users if role == "ranking" else None,
         )

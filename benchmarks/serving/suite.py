@@ -10,8 +10,8 @@ Servers (``servers.py``), each its own process tree on loopback, all of one case
 
 * ``recplane`` — ``recplane serve deployment-exact.yaml --dev`` (exact inner-product search: the equal-work
   comparison) and, for catalogs above 50k items, an approximate index reported apart with its recall against the
-  exact answer: ``deployment-auto.yaml`` (the default: HNSW) at 100k items, ``deployment-ivf.yaml`` at 1M (HNSW's
-  build over 1M items would take over an hour on this machine; see ``prepare.py``);
+  exact answer: ``deployment-auto.yaml`` (recplane's default choice above 50k items; rows name what it resolved
+  to) at 100k items, ``deployment-ivf.yaml`` at 1M (see ``prepare.py``);
 * peer (a) ``fastapi`` — ``peer_fastapi.py``, the obvious FastAPI + PyTorch service;
 * peer (b) ``rayserve`` — Ray Serve 2.60 with ``@serve.batch`` in its own venv (``peers/rayserve/setup.sh``);
   when that venv is missing its rows say ``unavailable: ...``.
@@ -65,12 +65,18 @@ PEER_LABELS = {
 }
 
 
-ANN_LABELS = {"auto": "auto (HNSW)", "hnsw": "hnsw", "ivf": "ivf"}
-
-
 def ann_kind(meta: dict[str, Any]) -> str:
     """The approximate index kind a case deploys beside the exact one."""
     return str(meta["case"].get("ann", "auto"))
+
+
+def ann_label(meta: dict[str, Any]) -> str:
+    """The approximate index as served: ``auto (ivf)``, ``ivf`` ... (what ``auto`` means is recplane's choice)."""
+    from recplane.serving.index import resolve_kind
+
+    kind = ann_kind(meta)
+    chosen = resolve_kind(kind, int(meta["num_items"]))
+    return kind if chosen == kind else f"{kind} ({chosen})"
 
 
 def _case(name: str, **settings: Any) -> dict[str, Any]:
@@ -91,6 +97,7 @@ class Plan(NamedTuple):
     @classmethod
     def of(cls, quick: bool, runs: int | None) -> Plan:
         synthetic = {"kind": "synthetic", "users": 10_000, "per_user": 20}
+        cases: tuple[dict[str, Any], ...]
         if quick:
             cases = (
                 _case("ml100k", kind="movielens", epochs=2),
@@ -394,7 +401,7 @@ class Rows:
                         unavailable.get(peer),
                         measured["rss_mb"],
                         concurrency=concurrency,
-                        index=ANN_LABELS[ann_kind(meta)],
+                        index=ann_label(meta),
                         ours_name="recplane_ann",
                         **common,
                     )
@@ -471,7 +478,7 @@ class Rows:
                 "p50_ms": ours["p50_ms"],
                 "stages": ours["stages"],
                 "items": meta["num_items"],
-                "index": "exact" if not suffix else ANN_LABELS[ann_kind(meta)],
+                "index": "exact" if not suffix else ann_label(meta),
                 "load_avg": ours["load_avg"],
             }
             if meta["num_items"] >= 1_000_000:
