@@ -57,8 +57,16 @@ def _faiss() -> Any:
 
 
 def set_search_threads(threads: int) -> None:
-    """Threads faiss may use per search (OpenMP; process-wide)."""
-    _faiss().omp_set_num_threads(max(int(threads), 1))
+    """Threads every math library of this serving process may use: faiss (OpenMP), torch (and so the ONNX Runtime
+    sessions loaded afterwards, which take torch's count) and NumPy's BLAS. Process-wide. Each library otherwise
+    takes every core, and with requests already running in parallel that doubled the CPU per request here."""
+    import threadpoolctl
+    import torch
+
+    count = max(int(threads), 1)
+    _faiss().omp_set_num_threads(count)
+    torch.set_num_threads(count)
+    threadpoolctl.threadpool_limits(limits=count, user_api="blas")
 
 
 @contextlib.contextmanager

@@ -171,6 +171,7 @@ class Recommender:
     @classmethod
     def load(cls, spec: DeploymentSpec, runtime: Runtime) -> Recommender:
         """Resolve the spec's models in the registry (or their ``path``), load their bundles and build the index."""
+        set_search_threads(spec.serving.threads)  # before the bundles' inference sessions are created
         retrieval, retrieval_version = _load_ref(spec.retrieval, runtime)
         ranking, ranking_version = _load_ref(spec.ranking, runtime) if spec.ranking else (None, None)
         versions = {"retrieval": retrieval_version}

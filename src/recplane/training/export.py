@@ -534,6 +534,9 @@ class _OnnxRunner:
         # Same thread count as torch, so the latency comparison between forms is fair.
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # Idle ORT threads spin by default: with a server's other threads on the same cores that burns CPU the
+        # requests need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self._session = onnxruntime.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
         self._keys = keys
