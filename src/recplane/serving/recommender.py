@@ -350,13 +350,14 @@ class Recommender:
         """ANN candidates after exclusions, ``batch.width`` per row at most.
 
         The first search over-fetches by what exclusions may remove, up to ``width`` more, which keeps a heavy
-        user's search cheap; rows left with fewer than ``max(k, width / 2)`` items search again, 4x wider each
-        time, until they have them or the catalog is exhausted.
+        user's search cheap; rows left with fewer than ``width`` items (the deployment's ``candidates``: every
+        answer ranks that many unseen items, as the spec promises) search again, 4x wider each time, until they
+        have them or the catalog is exhausted.
         """
         width = batch.width
         ids = np.full((len(rows), width), -1, dtype=np.int64)
         scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
-        wanted = np.array([max(batch.requests[row].k, width // 2) for row in rows.tolist()])
+        wanted = np.full(len(rows), width)
         pending = np.arange(len(rows))
         fetch = self._fetch_width(users, excluded, width, cap=width)
         while True:
