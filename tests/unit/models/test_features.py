@@ -143,3 +143,8 @@ def test_mlp_stacks_hidden_layers_and_reports_its_width() -> None:
     mlp = MLP(8, (16, 4), dropout=0.1, batch_norm=True)
     assert mlp.out_dim == 4 and mlp(torch.rand(5, 8)).shape == (5, 4)
     assert MLP(8, ()).out_dim == 8
+
+
+def test_an_mlp_without_hidden_layers_passes_its_input_through_in_training_too() -> None:
+    inputs = torch.rand(5, 8)
+    assert torch.equal(MLP(8, ()).train()(inputs), inputs)
