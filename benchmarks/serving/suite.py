@@ -372,37 +372,26 @@ class Rows:
         if "recplane" not in loads:
             self.error(name, unavailable.get("recplane", "recplane serve did not run"))
             return
+        # The exact index (equal work with the peers) and, where built, the approximate one: same comparisons.
+        variants = [("recplane", name, "exact")]
+        if "recplane_ann" in loads:
+            variants.append(("recplane_ann", f"{name}_{ann_kind(meta)}", ann_label(meta)))
         for concurrency in self.plan.concurrencies:
-            ours = loads["recplane"].get(concurrency, {"error": "not measured"})
-            for peer in PEERS:
-                self.versus(
-                    f"{name}_c{concurrency}_vs_{peer}",
-                    ours,
-                    checks.get("recplane", {}),
-                    peer,
-                    loads.get(peer, {}).get(concurrency),
-                    checks.get(peer, {}),
-                    unavailable.get(peer),
-                    measured["rss_mb"],
-                    concurrency=concurrency,
-                    index="exact",
-                    **common,
-                )
-            if "recplane_ann" in loads:
-                ann = loads["recplane_ann"].get(concurrency, {"error": "not measured"})
+            for ours_name, label, index in variants:
+                ours = loads[ours_name].get(concurrency, {"error": "not measured"})
                 for peer in PEERS:
                     self.versus(
-                        f"{name}_{ann_kind(meta)}_c{concurrency}_vs_{peer}",
-                        ann,
-                        checks.get("recplane_ann", {}),
+                        f"{label}_c{concurrency}_vs_{peer}",
+                        ours,
+                        checks.get(ours_name, {}),
                         peer,
                         loads.get(peer, {}).get(concurrency),
                         checks.get(peer, {}),
                         unavailable.get(peer),
                         measured["rss_mb"],
                         concurrency=concurrency,
-                        index=ann_label(meta),
-                        ours_name="recplane_ann",
+                        index=index,
+                        ours_name=ours_name,
                         **common,
                     )
         self.latency_target(name, loads, meta)
