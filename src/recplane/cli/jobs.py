@@ -127,7 +127,11 @@ def show(ctx: typer.Context, job_id: JobArg, json: JsonOpt = False) -> None:
     if job.checkpoint:
         console.print(f"Checkpoint: {escape(job.checkpoint)}")
     if job.result:
-        console.print(f"Result: {escape(str(job.result))}")
+        trials = job.result.get("trial_results")  # a tune job's trials read best as a table
+        rest = {key: value for key, value in job.result.items() if key != "trial_results"}
+        console.print(f"Result: {escape(str(rest))}")
+        if isinstance(trials, list):
+            print_records(trials, ["number", "state", "value", "params", "run_id", "job_id", "error"], title="Trials")
     events = [{"at": e.at, "from": e.from_status, "to": e.to_status, "reason": e.reason} for e in job.events]
     print_records(events, ["at", "from", "to", "reason"], title="History")
 

@@ -359,7 +359,11 @@ class SchedulingRound:
         command = (record.spec or {}).get("command")
         argv = list(command) if command else [sys.executable, "-m", "recplane.scheduler.entrypoint", record.id]
         processes = record.workers if command or not kind.launches_workers else 1
-        threads = str(max(1, math.floor(record.cpu)))
+        # Launch.resources are per process: a kind that starts its own N workers runs them all inside the one
+        # process the backend starts, so that process reserves (Ray), requests (Kubernetes) and is billed for N.
+        per_worker = Resources(record.cpu, record.memory_gb, record.gpu)
+        resources = per_worker if processes == record.workers else per_worker.times(record.workers)
+        threads = str(max(1, math.floor(record.cpu)))  # per worker: each spawned worker inherits the variable
         env = {
             "OMP_NUM_THREADS": threads,  # a job gets the CPUs it asked for, not every core of the machine
             "MKL_NUM_THREADS": threads,
@@ -377,7 +381,7 @@ class SchedulingRound:
             attempt=attempt,
             argv=argv,
             env=env,
-            resources=Resources(record.cpu, record.memory_gb, record.gpu),
+            resources=resources,
             processes=processes,
             grace_seconds=self.settings.scheduler_grace_seconds,
             cwd=os.getcwd(),

@@ -272,3 +272,25 @@ def test_an_unreachable_api_server_is_a_clear_error_and_holds_jobs(tmp_path: Any
     missing = KubernetesBackend(OPTIONS, kubeconfig=str(tmp_path / "absent"))
     with pytest.raises(BackendUnavailable, match="No Kubernetes configuration"):
         missing.submit(LAUNCHES["cpu-job"])
+
+
+@pytest.mark.parametrize("version", CHECKED_VERSIONS)
+def test_a_data_parallel_training_job_is_one_pod_requesting_all_its_workers(tmp_path: Any, version: str) -> None:
+    from recplane.catalog import Catalog
+    from recplane.scheduler import Scheduler
+
+    settings = Settings(home=tmp_path / "home")
+    settings.home.mkdir(parents=True)
+    catalog = Catalog(settings.catalog_url)
+    try:
+        scheduler = Scheduler(catalog, settings)
+        job = scheduler.submit({"kind": "train", "resources": {"cpu": 1.5, "memory_gb": 4, "gpu": 1}, "args": {
+            "spec": {"dataset": "ratings", "workers": 4, "train": {"model": "mf", "params": {"dim": 8}}}}})
+        manifest = backend().render(scheduler.rounds._launch(scheduler.store.record(job.id), 1))
+    finally:
+        catalog.close()
+    kubernetes_validate.validate(manifest, version, strict=True)
+    assert manifest["kind"] == "Job"  # the trainer starts its 4 workers inside the one pod
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"cpu": "6000m", "memory": "16000M", "nvidia.com/gpu": "4"},
+                                      "limits": {"memory": "16000M", "nvidia.com/gpu": "4"}}

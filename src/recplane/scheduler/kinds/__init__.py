@@ -40,8 +40,9 @@ _KINDS: dict[str, JobKind] = {
         JobKind("train", "recplane.scheduler.kinds.train:run", "Train a TrainSpec as a recorded run; resumes from "
                 "its checkpoint after preemption.", prepare="recplane.scheduler.kinds.train:prepare",
                 launches_workers=True, graceful_stop=True),
-        JobKind("tune", "recplane.scheduler.kinds.train:run_tune", "Hyperparameter search over a TrainSpec's "
-                "search space (trials run inside this job).", prepare="recplane.scheduler.kinds.train:prepare_tune"),
+        JobKind("tune", "recplane.scheduler.kinds.tune:run", "Hyperparameter search over a TrainSpec's search "
+                "space: coordinates the study, every trial a train job.",
+                prepare="recplane.scheduler.kinds.tune:prepare", graceful_stop=True),
         JobKind("materialize", "recplane.scheduler.kinds.materialize:run", "Materialize feature views to the "
                 "online store.", prepare="recplane.scheduler.kinds.materialize:prepare"),
         JobKind("predict", "recplane.scheduler.kinds.predict:run", "Batch inference of a deployment into a "

@@ -7,8 +7,10 @@ checkpoint (every ``train.checkpoint_every_steps`` steps, and at each epoch end)
 again it resumes from that checkpoint as a new run whose ``resumed_from`` tag names the preempted one. Data-parallel
 specs (``workers: N``) are gangs of N: the trainer starts its own worker processes.
 
-Tune jobs run the whole search inside the job (every trial a recorded run of the study); trials are not yet
-separate scheduler jobs.
+A train job submitted by a ``tune`` job (:mod:`recplane.scheduler.kinds.tune`) is one trial of its study:
+``args.trial`` names the study's journal, the study and the trial number. Its run is grouped under the study and
+reports each epoch's validation metric to the study; when the study prunes it, the run ends as ``pruned`` and
+the job still succeeds, its result saying ``run_status: pruned``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Any
 from recplane.errors import InvalidSpec
 from recplane.scheduler.context import JobContext, JobStopped
 from recplane.scheduler.spec import JobSpec
-from recplane.training.callbacks import RunInfo, TrainCallback
+from recplane.training.callbacks import RunInfo, RunPruned, TrainCallback
 
-__all__ = ["StopAtCheckpoint", "prepare", "prepare_tune", "run", "run_tune"]
+__all__ = ["StopAtCheckpoint", "inline_train_spec", "prepare", "run"]
 
-_TRAIN_ARGS = {"spec", "resume"}
-_TUNE_ARGS = {"spec", "trials", "study", "seed"}
+_TRAIN_ARGS = {"spec", "resume", "trial"}
+_TRIAL_KEYS = {"study": str, "number": int, "journal": str, "tune_job": str, "warmup_epochs": int}
 
 
 class StopAtCheckpoint(TrainCallback):
@@ -43,7 +45,8 @@ class StopAtCheckpoint(TrainCallback):
             raise JobStopped(f"Stopped by the scheduler after checkpoint {path}; it resumes from there.")
 
 
-def _train_spec(spec: JobSpec, allowed: set[str]) -> dict[str, Any]:
+def inline_train_spec(spec: JobSpec, allowed: set[str]) -> dict[str, Any]:
+    """The job's ``args.spec`` validated and inlined as a mapping (after checking its args are all ``allowed``)."""
     from recplane.training.spec import load_train_spec
 
     unknown = sorted(set(spec.args) - allowed)
@@ -73,19 +76,19 @@ def _with_workers(spec: JobSpec, train_spec: dict[str, Any], args: dict[str, Any
 
 def prepare(spec: JobSpec) -> JobSpec:
     """Validate the training spec now and inline it; the gang size is the spec's data-parallel workers."""
-    train_spec = _train_spec(spec, _TRAIN_ARGS)
+    train_spec = inline_train_spec(spec, _TRAIN_ARGS)
+    if "trial" in spec.args:
+        _check_trial(spec.args["trial"])
     return _with_workers(spec, train_spec, {**spec.args, "spec": train_spec})
 
 
-def prepare_tune(spec: JobSpec) -> JobSpec:
-    """Validate the spec (it needs a search space) and the trial count."""
-    train_spec = _train_spec(spec, _TUNE_ARGS)
-    if not train_spec.get("search"):
-        raise InvalidSpec("A tune job's training spec needs a `search` space.")
-    trials = spec.args.get("trials")
-    if not isinstance(trials, int) or trials < 1:
-        raise InvalidSpec(f"A tune job needs `args.trials`, a positive integer; got {trials!r}.")
-    return _with_workers(spec, train_spec, {**spec.args, "spec": train_spec})
+def _check_trial(trial: Any) -> None:
+    """``args.trial`` (set by a tune job): the study's journal, the study, the trial number, the tune job."""
+    if not isinstance(trial, dict) or set(trial) != set(_TRIAL_KEYS):
+        raise InvalidSpec(f"`args.trial` must be a mapping of {sorted(_TRIAL_KEYS)}; got {trial!r}.")
+    wrong = [key for key, kind in _TRIAL_KEYS.items() if not isinstance(trial[key], kind)]
+    if wrong:
+        raise InvalidSpec(f"`args.trial` has {wrong} of the wrong type: {trial!r}.")
 
 
 def resumable_run(checkpoint: str | None) -> str | None:
@@ -102,33 +105,28 @@ def run(context: JobContext) -> dict[str, Any]:
     resume = resumable_run(job.checkpoint) or job.args.get("resume")
     if resume:
         print(f"recplane: resuming run {resume} from its latest checkpoint", flush=True)
-    trained = context.runtime.training.train(
-        job.args["spec"],
-        principal=context.principal,
-        resume=resume,
-        callbacks=[StopAtCheckpoint(context)],
-        tags={"job_id": job.id},
-    )
+    callbacks: list[TrainCallback] = [StopAtCheckpoint(context)]
+    tags, group = {"job_id": job.id}, None
+    trial = job.args.get("trial")
+    if trial:
+        callbacks.append(_trial_pruning(trial))
+        tags.update(study=trial["study"], trial=str(trial["number"]), tune_job=trial["tune_job"])
+        group = trial["study"]
+    try:
+        trained = context.runtime.training.train(
+            job.args["spec"], principal=context.principal, resume=resume, callbacks=callbacks, group=group, tags=tags
+        )
+    except RunPruned as pruned:  # a trial the study gave up on: the job did its work, its result says so
+        print(f"recplane: trial {trial['number'] if trial else '?'} {pruned}", flush=True)
+        return {"run_id": pruned.run_id, "run_status": "pruned", "pruned": str(pruned)}
     run_record = trained.run
     return {"run_id": run_record.id, "run_status": run_record.status, "resumed_from": run_record.tags.get(
-        "resumed_from"), "artifacts": run_record.artifacts_uri}
+        "resumed_from"), "artifacts": run_record.artifacts_uri, "metric": run_record.metrics.valid_metric,
+        "best_valid": run_record.metrics.best_valid}
 
 
-def run_tune(context: JobContext) -> dict[str, Any]:
-    """Run the study; every trial is a recorded run of its group."""
-    args = context.job.args
-    result = context.runtime.training.tune(
-        args["spec"],
-        trials=int(args["trials"]),
-        principal=context.principal,
-        study=args.get("study"),
-        seed=int(args.get("seed", 0)),
-    )
-    best = result.best
-    return {
-        "study": result.study,
-        "metric": result.metric,
-        "trials": len(result.trials),
-        "best_run": None if best is None else best.run_id,
-        "best_value": None if best is None else best.value,
-    }
+def _trial_pruning(trial: dict[str, Any]) -> TrainCallback:
+    from recplane.training.tuning import trial_pruning
+
+    return trial_pruning(Path(trial["journal"]), trial["study"], int(trial["number"]),
+                         warmup_epochs=int(trial["warmup_epochs"]))
