@@ -11,17 +11,26 @@ anything is timed) builds one case in ``OUT_FOLDER`` (its own recplane home, its
   the ``production`` alias.
 * ``items100k`` / ``items1m`` — synthetic catalogs of 100k and 1M items and 10k users (Zipf-like popularity, 20
   interactions per user, MovieLens-shaped item and user feature tables). Training on them would only burn the
-  benchmark's time: the MF (dim 64) and the DeepFM of the same shape get seeded random weights (request latency
-  does not depend on the weights' values), and go through the same bundle writer the training service uses
-  (:func:`recplane.training.bundle.write_bundle`), with the same feature encoders, then into the registry. The
-  DeepFM's item tables at 1M items are 1M x 10 embeddings plus a bag of genre ids per item (about 60 MB), which
-  is practical, so every case serves retrieval + ranking.
+  benchmark's time, so the models get seeded weights instead and go through the same bundle writer the training
+  service uses (:func:`recplane.training.bundle.write_bundle`), with the same feature encoders, then into the
+  registry. The DeepFM's weights are random: ranking latency does not depend on their values. The MF's are not:
+  an approximate index's recall, and the work it needs for it, depend on how the vectors are spread, and i.i.d.
+  Gaussian vectors (what an untrained MF holds) have no cluster structure at all, the worst case for IVF (probing a
+  fixed ``nlist / 64`` lists, the served top 10 held 24% of the exact one at 1M items) and not what any trained
+  model produces. The MF gets latent-topic embeddings instead (:func:`topic_embeddings`): 256 topic centres in
+  64-d, each item its topic's centre plus noise with a norm that grows with its popularity (as trained MF norms
+  do), each user a mixture of 1-3 topics' centres plus noise. The interactions stay independent of the topics
+  (they share only the popularity ranks), which changes nothing timed here. The DeepFM's item tables at 1M items
+  are 1M x 10 embeddings plus a bag of genre ids per item (about 60 MB), which is practical, so every case serves
+  retrieval + ranking.
 
 Deployments (one per index kind): candidates 200, k 10, exclude-seen on, popularity fallback, the serving
 defaults (micro-batches of up to 32 within 2 ms, one model thread); ``exact`` is the equal-work comparison with the
 peers, the case's ``ann`` kind (default ``auto``: recplane's choice above 50k items) the approximate index a user
-would run. The 1M case names ``ivf``: HNSW (M 32, efConstruction 80) took 500 s to build for 100k items on the
-loaded 2-core machine, so 1M items would take over an hour; IVF builds in minutes.
+would run, calibrated to the default recall target (0.95 of the exact 200 candidates, measured on the users'
+vectors; ``meta.json`` keeps each index's parameter and measured recall under ``indexes``). The 1M case names
+``ivf``: HNSW (M 32, efConstruction 80) took 500 s to build for 100k items on the loaded 2-core machine, so 1M
+items would take over an hour; IVF builds in minutes.
 """
 
 from __future__ import annotations
@@ -46,8 +55,11 @@ OCCUPATIONS = tuple(f"occupation_{i}" for i in range(21))
 DEEPFM_PARAMS: dict[str, Any] = {"embedding_size": 10, "mlp_hidden_size": [128, 128, 128], "dropout_prob": 0.2}
 ITEM_FEATURES = ["release_year", "genres"]
 USER_FEATURES = ["age", "gender", "occupation"]
-RECIPE = 1  # bump when a change here changes what a case holds: cached cases are then rebuilt
+RECIPE = 2  # bump when a change here changes what a case holds: cached cases are then rebuilt
 KEY_METRICS = ("test.ndcg@10", "test.recall@10", "test.auc", "test.gauc", "test.logloss")
+TOPICS = 256
+TOPIC_NOISE = 0.5  # an item's distance from its topic centre, relative to the centres' norm (about 1)
+USER_NOISE = 0.3
 
 
 def fingerprint(case: dict[str, Any]) -> str:
@@ -78,7 +90,7 @@ def prepare(case: dict[str, Any], folder: Path) -> dict[str, Any]:
             client.set_model_alias(name, "production", version, reason="recplane bench serving")
     kinds = index_kinds(case)
     deployments = {kind: str(_write_deployment(case, built, folder, kind)) for kind in kinds}
-    built["index_build_seconds"] = _build_indexes(built["retrieval"]["bundle"], kinds)
+    built["indexes"] = _build_indexes(built["retrieval"]["bundle"], kinds, case["candidates"])
     meta = {
         "fingerprint": wanted,
         "case": case,
@@ -116,26 +128,40 @@ def index_kinds(case: dict[str, Any]) -> tuple[str, str]:
     return ("exact", case.get("ann", "auto"))
 
 
-def _build_indexes(bundle: str, kinds: tuple[str, ...]) -> dict[str, float]:
-    """Build (and cache beside the version's files) the index of each deployment, with every core.
+def _build_indexes(bundle: str, kinds: tuple[str, ...], candidates: int) -> dict[str, dict[str, Any]]:
+    """Build (and cache beside the version's files) the index of each deployment, with every core; per kind its
+    build seconds and what :meth:`~recplane.serving.index.AnnIndex.describe` says (parameter, measured recall).
 
     ``recplane serve`` builds a missing index at load time with its serving threads (one here): HNSW over 1M items
     would then take tens of minutes of the benchmark. Building it once here, through the same
-    :func:`~recplane.serving.index.cached_index` call, leaves the server a cached index to load.
+    :func:`~recplane.serving.index.cached_index` call with the same settings (recall target, k = candidates, the
+    users' query vectors), leaves the server a cached index to load.
     """
     import os
 
-    from recplane.serving.index import cached_index, set_search_threads
+    from recplane.serving.index import cached_index, calibration_users, set_search_threads
+    from recplane.serving.spec import DeploymentSpec
+    from recplane.training.bundle import load_bundle
 
-    vectors = np.load(Path(bundle) / "item_vectors.npy")[1:]  # row 0 is padding, as the recommender drops it
+    loaded = load_bundle(bundle)
+    vectors = loaded.item_vectors[1:]  # row 0 is padding, as the recommender drops it
     ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    target = DeploymentSpec.model_fields["recall_target"].default
     set_search_threads(os.cpu_count() or 1)
-    seconds = {}
+    built = {}
     for kind in kinds:
         started = time.perf_counter()
-        cached_index(Path(bundle) / "index", vectors, kind, ids=ids)
-        seconds[kind] = round(time.perf_counter() - started, 1)
-    return seconds
+        index = cached_index(
+            Path(bundle) / "index",
+            vectors,
+            kind,
+            ids=ids,
+            recall_target=target,
+            k=candidates,
+            queries=lambda: loaded.query_vectors(calibration_users(len(loaded.users))),
+        )
+        built[kind] = {"build_seconds": round(time.perf_counter() - started, 1), **index.describe()}
+    return built
 
 
 def _local(uri: str) -> str:
@@ -205,8 +231,11 @@ def _movielens(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any
 # ------------------------------------------------------------------------------------------------ synthetic
 
 
-def synthetic_tables(items: int, users: int, per_user: int, seed: int) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """Interactions (Zipf-like item popularity), items and users tables in MovieLens' shape, from a seed."""
+def synthetic_tables(
+    items: int, users: int, per_user: int, seed: int
+) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
+    """Interactions (Zipf-like item popularity), items and users tables in MovieLens' shape, from a seed; and the
+    item indexes (item id - 1) from the most popular down."""
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, items + 1) ** 0.8
     popularity /= popularity.sum()
@@ -242,7 +271,40 @@ def synthetic_tables(items: int, users: int, per_user: int, seed: int) -> tuple[
             "occupation": pa.array(np.asarray(OCCUPATIONS, dtype=object)[rng.integers(0, 21, size=users)], pa.string()),
         }
     )
-    return interactions, item_table, user_table
+    return interactions, item_table, user_table, shuffled
+
+
+def topic_embeddings(popular_first: np.ndarray, users: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(items [N + 1, dim], users [U + 1, dim])`` float32 MF tables shaped like trained ones (row 0: padding).
+
+    Latent topics: ``TOPICS`` centres; a topic's size follows a Zipf-like law (some genres are big). Item = its
+    topic's centre + noise, scaled by a factor falling from 2 to 2/3 down the popularity ranks (trained
+    MF/BPR norms grow with an item's interactions, which is why inner-product search favours popular items).
+    User = a Dirichlet mixture of 1-3 topics' centres + noise.
+    """
+    rng = np.random.default_rng(seed + 1_000_003)  # not the interactions' stream
+    items = len(popular_first)
+    scale = np.float32(1 / np.sqrt(dim))  # centres of norm about 1
+    centres = rng.standard_normal((TOPICS, dim), dtype=np.float32) * scale
+    sizes = 1.0 / np.arange(1, TOPICS + 1) ** 0.7
+    topic = rng.choice(TOPICS, size=items, p=sizes / sizes.sum())
+    item_vectors = rng.standard_normal((items, dim), dtype=np.float32) * (scale * np.float32(TOPIC_NOISE))
+    item_vectors += centres[topic]
+    rank = np.empty(items, dtype=np.float64)
+    rank[popular_first] = np.arange(1, items + 1)
+    item_vectors *= (2.0 * rank ** -(np.log(3.0) / np.log(max(items, 2)))).astype(np.float32)[:, None]  # 2 to 2/3
+    mixes = rng.integers(1, 4, size=users)
+    weights = np.zeros((users, TOPICS))
+    for count in (1, 2, 3):
+        rows = np.flatnonzero(mixes == count)
+        chosen = rng.choice(TOPICS, size=(len(rows), count), p=sizes / sizes.sum())
+        np.add.at(weights, (rows[:, None], chosen), rng.dirichlet(np.ones(count), size=len(rows)))
+    user_vectors = weights @ centres + rng.standard_normal((users, dim), dtype=np.float32) * scale * USER_NOISE
+    padding = np.zeros((1, dim), dtype=np.float32)
+    return (
+        np.concatenate([padding, item_vectors]).astype(np.float32),
+        np.concatenate([padding, user_vectors]).astype(np.float32),
+    )
 
 
 def _synthetic(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -255,11 +317,16 @@ def _synthetic(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any
     from recplane.training.data import IdMap
     from recplane.training.feature_tables import build_entity_features
 
-    interactions, items, users = synthetic_tables(case["items"], case["users"], case["per_user"], case["seed"])
+    tables = synthetic_tables(case["items"], case["users"], case["per_user"], case["seed"])
+    interactions, items, users, popular_first = tables
     user_map = IdMap.build(users.column("user_id"))
     item_map = IdMap.build(items.column("item_id"))  # the whole catalog, as the item table is
     torch.manual_seed(case["seed"])
-    mf = MF(user_map.num_embeddings, item_map.num_embeddings, dim=64, init_std=0.1).eval()
+    mf = MF(user_map.num_embeddings, item_map.num_embeddings, dim=64).eval()
+    item_vectors, user_vectors = topic_embeddings(popular_first, case["users"], 64, case["seed"])
+    with torch.no_grad():  # model id = raw id here (ids 1..N, sorted), so row i is item/user i
+        mf.item_table.weight.copy_(torch.from_numpy(item_vectors))
+        mf.user_table.weight.copy_(torch.from_numpy(user_vectors))
     item_features = build_entity_features(items, "item_id", item_map, what="item feature")
     user_features = build_entity_features(users, "user_id", user_map, what="user feature")
     sparse = (
@@ -286,7 +353,7 @@ def _synthetic(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any
     built: dict[str, Any] = {
         "source": f"synthetic: {case['items']:,} items, {case['users']:,} users, {case['per_user']} interactions "
         f"per user (seed {case['seed']})",
-        "weights": "seeded random (latency does not depend on the weights' values)",
+        "weights": "seeded: MF latent-topic embeddings (see prepare.py), DeepFM random",
     }
     for role, model, example in (("retrieval", mf, mf_example), ("ranking", deepfm, ranker_example)):
         result = SimpleNamespace(
@@ -308,7 +375,7 @@ def _synthetic(client: Any, case: dict[str, Any], folder: Path) -> dict[str, Any
             names[role],
             artifact_uri=str(bundle),
             description="recplane bench serving",
-            tags={"weights": "seeded random", "bench": "serving"},
+            tags={"weights": "seeded latent topics" if role == "retrieval" else "seeded random", "bench": "serving"},
         )
         built[role] = {"name": names[role], "version": version.version, "bundle": _local(version.artifact_uri)}
     shutil.rmtree(folder / "bundles")  # the registry holds its own copy, which every server reads

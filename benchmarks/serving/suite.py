@@ -1,10 +1,11 @@
 """Serving benchmark: ``recplane serve`` side by side with a FastAPI + PyTorch service and Ray Serve, same run.
 
 ``recplane bench serving [--quick] [--json] [--runs N]``. Cases (``prepare.py``, cached under ``.bench/serving/``):
-ml-100k (1,682 items; a trained MF + DeepFM), and synthetic catalogs of 100k and 1M items (seeded random MF dim 64
-+ DeepFM of the same shape); every deployment retrieves 200 candidates, excludes seen items, ranks them with the
-DeepFM and returns k = 10, with the popularity fallback for unknown users. ``--quick``: ml-100k (2 epochs) and
-100k items, concurrency 1 and 8, short runs: it proves the suite runs and that every server answers correctly.
+ml-100k (1,682 items; a trained MF + DeepFM), and synthetic catalogs of 100k and 1M items (an MF dim 64 with seeded
+latent-topic vectors + a seeded random DeepFM of the same shape); every deployment retrieves 200 candidates,
+excludes seen items, ranks them with the DeepFM and returns k = 10, with the popularity fallback for unknown users.
+``--quick``: ml-100k (2 epochs) and 100k items, concurrency 1 and 8, short runs: it proves the suite runs and that
+every server answers correctly.
 
 Servers (``servers.py``), each its own process tree on loopback, all of one case up at once and measured in turn:
 
@@ -32,7 +33,11 @@ Rows (ratio > 1 means recplane wins):
   lower p99 (``meets_target``);
 * ``{case}_c1_p99`` — recplane's end-to-end p99 at concurrency 1 (baseline: the faster peer's); the 1M-item case
   has the target p99 <= 15 ms;
-* ``{case}_{auto|ivf}_c{C}_vs_{peer}`` — the same with the approximate index, and its ``recall_at_10``.
+* ``{case}_{auto|ivf}_c{C}_vs_{peer}`` — the same with the approximate index, and its ``recall_at_10`` (the
+  served top 10 against the exact answer, end to end).
+
+Every ``_vs_`` row carries ``index_calibration``: the index as ``prepare.py`` built it (kind, ``nprobe``/``nlist`` or
+``ef_search``, and the recall@candidates its calibration measured on the users' vectors; 1 for exact).
 
 The machine has 2 cores shared by the server under test, the idle other servers and the load generator (and,
 here, by neighbours): rows carry the load average seen at each run; prefer the ratios to the absolute numbers.
@@ -373,11 +378,11 @@ class Rows:
             self.error(name, unavailable.get("recplane", "recplane serve did not run"))
             return
         # The exact index (equal work with the peers) and, where built, the approximate one: same comparisons.
-        variants = [("recplane", name, "exact")]
+        variants = [("recplane", name, "exact", "exact")]
         if "recplane_ann" in loads:
-            variants.append(("recplane_ann", f"{name}_{ann_kind(meta)}", ann_label(meta)))
+            variants.append(("recplane_ann", f"{name}_{ann_kind(meta)}", ann_label(meta), ann_kind(meta)))
         for concurrency in self.plan.concurrencies:
-            for ours_name, label, index in variants:
+            for ours_name, label, index, kind in variants:
                 ours = loads[ours_name].get(concurrency, {"error": "not measured"})
                 for peer in PEERS:
                     self.versus(
@@ -391,6 +396,7 @@ class Rows:
                         measured["rss_mb"],
                         concurrency=concurrency,
                         index=index,
+                        index_calibration=meta.get("indexes", {}).get(kind),
                         ours_name=ours_name,
                         **common,
                     )

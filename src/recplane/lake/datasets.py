@@ -13,7 +13,7 @@ import builtins
 import itertools
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +187,47 @@ def _replacement_rows(spec: DatasetSpec, data: pa.Table) -> pa.Table:
     return validated.accepted
 
 
+class _ValidatedStream:
+    """A replace's batches, validated as the Delta writer reads them (all or nothing, as a whole-table replace)."""
+
+    def __init__(self, spec: DatasetSpec, source: pa.RecordBatchReader) -> None:
+        from recplane.ingest.validation import Validator  # see _replacement_rows
+
+        self.validator = Validator(spec)
+        self.spec = spec
+        self.source = source
+        self.rows = 0
+        self.error: BaseException | None = None
+
+    def overwrite(self, table: DeltaDataset, metadata: dict[str, Any]) -> int:
+        """Write the stream as one new version of ``table``; the reader's or validation's own error if one stops it."""
+        reader = pa.RecordBatchReader.from_batches(self.validator.storage, self._batches())
+        try:
+            return table.overwrite(reader, metadata=metadata)
+        except Exception:
+            # The writer reports a failed stream as a generic Delta error: raise what stopped the stream instead.
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self.source:
+                validated = self.validator.validate_batch(batch, mode="arrow", offset=self.rows)
+                if validated.rejected:
+                    pairs = zip(validated.rejected_rows, validated.rejected_reasons, strict=True)
+                    shown = [f"row {row}: {reason}" for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)]
+                    raise InvalidInput(
+                        f"{validated.rejected} rows of a batch cannot go into dataset {self.spec.name!r}, so nothing "
+                        f"was replaced (a replace is all or nothing): {_shown(shown, validated.rejected)}."
+                    )
+                self.rows += batch.num_rows
+                yield from validated.accepted.to_batches()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -338,7 +379,7 @@ class DatasetService:
     def replace(
         self,
         name: str,
-        data: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         *,
         principal: Principal,
         author: str | None = None,
@@ -353,6 +394,11 @@ class DatasetService:
         recorded with the commit and shows in history; recplane's own keys (author, rows_added ...) are refused.
         Rows that ingestion commits while the replace is being written are kept on top of the new content, as
         if they had arrived just after it (appends take no lock, and Delta does not remove files it never read).
+
+        ``data`` may be a RecordBatchReader: its batches are then validated and written as they are read, so memory
+        stays bounded by a few batches however many rows there are, and the new version appears only once the last
+        batch is written (an invalid row, or an error raised by the reader, writes nothing). A dataset with a dedup
+        key reads the stream whole first, since duplicates may lie in different batches.
         """
         if name.endswith(REJECTED_SUFFIX):
             raise InvalidInput(f"{name!r} is a dead-letter dataset, written only by recplane's validation.")
@@ -361,16 +407,19 @@ class DatasetService:
         with self.write_lock(name):
             # Under the lock: no schema change, compaction or retention can commit between validation and write.
             opened = self.open(name, principal=principal)
-            rows = _replacement_rows(opened.spec, data)
             removed = opened.table.refresh().to_pyarrow_dataset().count_rows()
-            own = {
+            own: dict[str, Any] = {
                 "operation": "replace",
                 "author": author or principal.name,
                 "schema_version": opened.info.schema_version,
-                "rows_added": rows.num_rows,
                 "rows_removed": removed,
             }
-            version = opened.table.overwrite(rows, metadata={**extras, **own})
+            if isinstance(data, pa.RecordBatchReader) and not opened.spec.dedup_key:
+                # Rows added are counted by Delta itself (num_added_rows), which history reads when this key is absent.
+                version = _ValidatedStream(opened.spec, data).overwrite(opened.table, {**extras, **own})
+            else:
+                rows = _replacement_rows(opened.spec, replacement_table(data))
+                version = opened.table.overwrite(rows, metadata={**extras, **own, "rows_added": rows.num_rows})
         with self._lock:
             # The cached OpenDataset still reports the version before the replace.
             self._opened.pop(name, None)

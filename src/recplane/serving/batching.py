@@ -3,7 +3,8 @@
 The event loop never runs model code. ``MicroBatcher.submit`` puts a request on a queue and returns an awaitable;
 worker threads (``threads``, one by default) take the first request waiting, add whatever else is queued up to
 ``max_batch``, call ``fn`` once for the group and hand each caller its result (or the group's exception) with one
-``loop.call_soon_threadsafe`` per group.
+``loop.call_soon_threadsafe`` per group. ``submit_timed`` also tells the caller how long its request waited in the
+queue before its group's ``fn`` call began.
 
 Waiting for company: a lone request is never delayed. The worker waits up to ``max_wait_ms`` for more requests
 only while the previous group held more than one request, i.e. when there is concurrent traffic to wait for; at
@@ -58,7 +59,7 @@ class BatchStats:
 @dataclass
 class _Pending(Generic[Req, Res]):
     request: Req
-    future: asyncio.Future[Res]
+    future: asyncio.Future[tuple[Res, float]]  # the result and the seconds the request waited in the queue
     loop: asyncio.AbstractEventLoop
     enqueued: float
 
@@ -106,9 +107,14 @@ class MicroBatcher(Generic[Req, Res]):
 
     async def submit(self, request: Req) -> Res:
         """Queue ``request`` and wait for its result; raises LoadShed at once when ``max_inflight`` are held."""
+        result, _ = await self.submit_timed(request)
+        return result
+
+    async def submit_timed(self, request: Req) -> tuple[Res, float]:
+        """:meth:`submit`, returning the result and the seconds ``request`` waited in the queue for its group."""
         self._admit()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Res] = loop.create_future()
+        future: asyncio.Future[tuple[Res, float]] = loop.create_future()
         self._queue.put(_Pending(request, future, loop, time.perf_counter()))
         return await future
 
@@ -193,7 +199,7 @@ class MicroBatcher(Generic[Req, Res]):
             by_loop.setdefault(pending.loop, []).append((index, pending))
         for loop, members in by_loop.items():
             try:
-                loop.call_soon_threadsafe(self._resolve, members, outcome)
+                loop.call_soon_threadsafe(self._resolve, members, outcome, started)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 self._release(len(members))
 
@@ -205,7 +211,9 @@ class MicroBatcher(Generic[Req, Res]):
         except Exception:
             log.exception("The batch statistics hook failed")
 
-    def _resolve(self, members: list[tuple[int, _Pending[Req, Res]]], outcome: Sequence[Res] | BaseException) -> None:
+    def _resolve(
+        self, members: list[tuple[int, _Pending[Req, Res]]], outcome: Sequence[Res] | BaseException, started: float
+    ) -> None:
         self._release(len(members))
         for index, pending in members:
             if pending.future.done():  # the caller went away (client disconnect cancels the task)
@@ -213,4 +221,4 @@ class MicroBatcher(Generic[Req, Res]):
             if isinstance(outcome, BaseException):
                 pending.future.set_exception(outcome)
             else:
-                pending.future.set_result(outcome[index])
+                pending.future.set_result((outcome[index], started - pending.enqueued))

@@ -7,6 +7,7 @@ their models here exist for the OpenAPI document and for clients that want types
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,11 +24,35 @@ __all__ = [
     "ScoreBody",
     "field_errors",
     "openapi_document",
+    "valid_request_id",
 ]
 
 Id = str | int
 MAX_K = 1000
 MAX_CANDIDATES = 10_000
+MAX_REQUEST_ID = 128
+# Visible ASCII only: the id is echoed in the X-Request-Id header, where spaces at the ends and control characters
+# would not survive, and it is what impressions and feedback join on.
+REQUEST_ID_PATTERN = r"^[!-~]+$"
+_REQUEST_ID = re.compile(rf"[!-~]{{1,{MAX_REQUEST_ID}}}")
+
+
+def valid_request_id(text: str) -> bool:
+    """Whether ``text`` may serve as a request id (what a body's ``request_id`` must be; the X-Request-Id header is
+    used only when it is one)."""
+    return _REQUEST_ID.fullmatch(text) is not None
+
+
+def _request_id_field() -> Any:
+    return Field(
+        None,
+        min_length=1,
+        max_length=MAX_REQUEST_ID,
+        pattern=REQUEST_ID_PATTERN,
+        description="Your id for this request (1-128 visible ASCII characters): echoed in the response and the "
+        "X-Request-Id header and logged with the impression, so feedback joins on it. Default: the X-Request-Id "
+        "header, else one the server makes.",
+    )
 
 
 class RecommendBody(BaseModel):
@@ -43,6 +68,7 @@ class RecommendBody(BaseModel):
         max_length=MAX_CANDIDATES,
         description="Items never to return (already seen, in the basket ...).",
     )
+    request_id: str | None = _request_id_field()
 
 
 class ScoreBody(BaseModel):
@@ -53,6 +79,7 @@ class ScoreBody(BaseModel):
     user_id: Id
     item_ids: list[Id] = Field(min_length=1, max_length=MAX_CANDIDATES, description="The candidates to rank.")
     context: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = _request_id_field()
 
 
 class FeedbackBody(BaseModel):
@@ -84,7 +111,8 @@ class RecommendResponse(BaseModel):
     rules: list[str] = Field(description="Business rules applied.")
     fallback: str | None = Field(description="Set when a fallback answered (unknown or cold user) and why.")
     timings_ms: dict[str, float] = Field(
-        description="Time per stage (features, retrieval, ranking, rules), queue wait and total."
+        description="Milliseconds per stage of the micro-batch that answered (features, retrieval, ranking, rules), "
+        "the time this request waited in the micro-batch queue (queue) and the whole request (total)."
     )
 
 

@@ -1,8 +1,9 @@
 """Prometheus metrics of one recommendation service, served at ``/metrics``.
 
-QPS is ``rate(recplane_serving_requests_total[1m])``; latency per stage (features, retrieval, ranking, rules) and
-end to end is labelled with the model versions that served it, so a new version's latency shows next to the old
-one's during a swap. Each app gets its own registry (no process-wide globals).
+QPS is ``rate(recplane_serving_requests_total[1m])``; latency per stage (features, retrieval, ranking, rules, and
+``queue``: each request's wait in the micro-batch queue) and end to end is labelled with the model versions that
+served it, so a new version's latency shows next to the old one's during a swap. Each app gets its own registry
+(no process-wide globals).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class ServingMetrics:
         )
         self.stage = Histogram(
             "recplane_serving_stage_duration_seconds",
-            "Time per stage of a recommendation (features, retrieval, ranking, rules).",
+            "Time per stage of a recommendation (features, retrieval, ranking, rules) and its wait in the micro-batch "
+            "queue (queue).",
             ["stage", "models"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -95,7 +97,7 @@ class ServingMetrics:
         self.queue_wait.observe(stats.queue_wait_s)
 
     def observe_stages(self, stage_ms: Mapping[str, float], models: str) -> None:
-        """Record the per-stage timings of one recommendation."""
+        """Record the per-stage timings of one recommendation (milliseconds by stage, ``queue`` included)."""
         for stage, ms in stage_ms.items():
             self._child(self.stage, stage, models).observe(ms / 1000.0)
 

@@ -2,24 +2,34 @@
 
 Users are read from one column of a dataset (or given as an Arrow array), deduplicated in first-seen order, and
 run through the deployment's :class:`~recplane.serving.recommender.Recommender` ``chunk`` users at a time — the
-same pipeline as online serving, so batch and online answers agree. Inference memory is bounded by the chunk;
-the answers are kept as compact Arrow columns (about 40 bytes per row) and committed once, with
-``DatasetService.replace``, so each run is exactly one new version of the output dataset holding exactly that
-run's rows (earlier runs stay readable by time travel). The output dataset is created with a declared schema
-when it does not exist; its commit records the deployment, the model versions and the users' dataset version.
+same pipeline as online serving, so batch and online answers agree.
+
+Memory stays bounded however many users there are: each chunk's answers (:class:`PredictionStream`) are appended
+to a staging Parquet file in a temporary folder as soon as they are computed, one row group per chunk, and the
+staged file then streams into ``DatasetService.replace`` as a RecordBatchReader, so a run holds the users' ids,
+one chunk of answers and the writers' buffers, never every answer. Staging rather than feeding the Delta writer
+straight from the recommender: the writer pulls batches on its own runtime's threads, where the recommender's
+code (online feature lookups, anything reading a dataset) must not run, and a run whose inference fails never
+touches the output dataset. The commit happens once, after the last batch: each run is exactly one new version
+of the output dataset holding exactly that run's rows (a failed run writes none, and earlier runs stay readable
+by time travel). The output dataset is created with a declared schema when it does not exist; its commit records
+the deployment, the model versions and the users' dataset version.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from recplane.auth import ADMIN, Principal
 from recplane.errors import InvalidInput, NotFound
@@ -29,9 +39,11 @@ if TYPE_CHECKING:
     from recplane.runtime import Runtime
     from recplane.serving.recommender import Recommender
 
-__all__ = ["PredictResult", "output_spec", "predict", "rich_progress"]
+__all__ = ["PredictResult", "PredictionStream", "output_spec", "predict", "rich_progress"]
 
 DEFAULT_CHUNK = 4096
+STAGED_BATCH_ROWS = 65_536  # rows per batch read back from the staging file into the dataset writer
+_PREDICTED_AT = pa.timestamp("us", tz="UTC")
 Progress = Callable[[int, int], None]
 """Told ``(users done, users in all)`` after each chunk."""
 
@@ -75,42 +87,86 @@ def predict(
     ids, users_dataset, users_version = _user_ids(runtime, users, users_column, principal)
     model = recommender or Recommender.load(spec, runtime)
     try:
-        parts: list[pa.Table] = []
-        done = 0
-        for start in range(0, len(ids), chunk):
-            part = model.recommend_table(ids.slice(start, chunk), k)
-            parts.append(part)
-            done = min(start + chunk, len(ids))
-            if progress is not None:
-                progress(done, len(ids))
-        item_type = model.retrieval.items.values.type
-        versions = model.model_versions
+        stream = PredictionStream(model, ids, k, chunk=chunk, progress=progress)
+        metadata = {
+            "deployment": spec.name,
+            "model_versions": stream.model_versions,
+            "k": k,
+            "users_dataset": users_dataset,
+            "users_version": users_version,
+        }
+        with tempfile.TemporaryDirectory(prefix="recplane-predict-") as scratch:
+            staged = stream.stage(Path(scratch) / "predictions.parquet")
+            _ensure_output(runtime, out, ids.type, stream.item_type, principal)
+            version = runtime.datasets.replace(out, staged, principal=principal, metadata={"predict": metadata})
     finally:
         if recommender is None:
             model.close()
-    rows = _output_rows(parts, ids.type, item_type, versions)
-    _ensure_output(runtime, out, ids.type, item_type, principal)
-    metadata = {
-        "deployment": spec.name,
-        "model_versions": versions,
-        "k": k,
-        "users_dataset": users_dataset,
-        "users_version": users_version,
-    }
-    version = runtime.datasets.replace(out, rows, principal=principal, metadata={"predict": metadata})
-    fallback_users = _fallback_users(rows)
     return PredictResult(
         deployment=spec.name,
         out=out,
         version=version,
         users=len(ids),
-        rows=rows.num_rows,
-        fallback_users=fallback_users,
+        rows=stream.rows,
+        fallback_users=stream.fallback_users,
         seconds=time.perf_counter() - started,
-        model_versions=versions,
+        model_versions=stream.model_versions,
         users_dataset=users_dataset,
         users_version=users_version,
     )
+
+
+class PredictionStream:
+    """Every user's top-``k``, computed ``chunk`` users at a time as it is iterated (one table per chunk).
+
+    Nothing is computed ahead of the consumer, so iterating holds one chunk's answers at a time; ``rows``,
+    ``fallback_users`` and ``chunks`` count what has been produced so far.
+    """
+
+    def __init__(
+        self, model: Recommender, user_ids: pa.Array, k: int, *, chunk: int = DEFAULT_CHUNK, progress: Progress | None
+    ) -> None:
+        if k < 1 or chunk < 1:
+            raise InvalidInput(f"k and chunk must be >= 1; got k={k}, chunk={chunk}.")
+        self.model, self.user_ids, self.k, self.chunk, self.progress = model, user_ids, k, chunk, progress
+        self.item_type = model.retrieval.items.values.type
+        self.model_versions = model.model_versions
+        self.rows = self.fallback_users = self.chunks = 0
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns of every batch: :func:`recommendation_schema` plus the run's models and time."""
+        from recplane.serving.recommender import recommendation_schema
+
+        run = [("retrieval_model", pa.string()), ("ranking_model", pa.string()), ("predicted_at", _PREDICTED_AT)]
+        return pa.schema([*recommendation_schema(self.user_ids.type, self.item_type), *run])
+
+    def stage(self, path: Path) -> pa.RecordBatchReader:
+        """Compute every chunk into the Parquet file ``path`` (one row group each, written as it comes); a reader
+        streaming the file back in bounded batches, for ``DatasetService.replace``."""
+        with pq.ParquetWriter(path, self.schema) as writer:
+            for part in self:
+                writer.write_table(part)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=STAGED_BATCH_ROWS)
+        return pa.RecordBatchReader.from_batches(self.schema, batches)
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        schema, total = self.schema, len(self.user_ids)
+        run = {
+            "retrieval_model": pa.scalar(self.model_versions.get("retrieval"), pa.string()),
+            "ranking_model": pa.scalar(self.model_versions.get("ranking"), pa.string()),
+            "predicted_at": pa.scalar(datetime.now(UTC), _PREDICTED_AT),
+        }
+        for start in range(0, total, self.chunk):
+            part = self.model.recommend_table(self.user_ids.slice(start, self.chunk), self.k)
+            for name, value in run.items():
+                part = part.append_column(name, pa.repeat(value, part.num_rows))
+            self.rows += part.num_rows
+            self.fallback_users += _fallback_users(part)  # users are distinct, so per-chunk counts add up
+            self.chunks += 1
+            if self.progress is not None:
+                self.progress(min(start + self.chunk, total), total)
+            yield part.cast(schema)
 
 
 def output_spec(name: str, user_type: pa.DataType, item_type: pa.DataType) -> dict[str, Any]:
@@ -169,19 +225,6 @@ def _distinct_in_order(array: pa.Array) -> pa.Array:
     table = pa.table({"id": array, "row": pa.array(range(len(array)), pa.int64())})
     firsts = table.group_by("id", use_threads=False).aggregate([("row", "min")]).column("row_min").combine_chunks()
     return array.take(firsts.take(pc.array_sort_indices(firsts)))
-
-
-def _output_rows(
-    parts: list[pa.Table], user_type: pa.DataType, item_type: pa.DataType, versions: dict[str, str]
-) -> pa.Table:
-    from recplane.serving.recommender import recommendation_schema
-
-    rows = pa.concat_tables(parts) if parts else recommendation_schema(user_type, item_type).empty_table()
-    count = rows.num_rows
-    now = datetime.now(UTC)
-    rows = rows.append_column("retrieval_model", pa.repeat(pa.scalar(versions.get("retrieval"), pa.string()), count))
-    rows = rows.append_column("ranking_model", pa.repeat(pa.scalar(versions.get("ranking"), pa.string()), count))
-    return rows.append_column("predicted_at", pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), count))
 
 
 def _ensure_output(

@@ -19,8 +19,7 @@ may call :meth:`Recommender.recommend_batch` at once; a new model version means 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,10 @@ import pyarrow as pa
 from recplane.auth import ADMIN
 from recplane.errors import InvalidInput, RecplaneError
 from recplane.serving.fallback import Fallback
-from recplane.serving.index import AnnIndex, cached_index, set_search_threads
+from recplane.serving.index import AnnIndex, cached_index, calibration_users, set_search_threads
 from recplane.serving.rules import Candidates, ItemRules, RuleLog, compile_rules, item_categories
 from recplane.serving.spec import DeploymentSpec, ModelRef
-from recplane.training.bundle import ModelBundle, load_bundle
+from recplane.training.bundle import IdIndex, ModelBundle, load_bundle
 
 if TYPE_CHECKING:
     from recplane.runtime import Runtime
@@ -83,16 +82,28 @@ class Recommendation:
 
 
 class _Stopwatch:
+    """Milliseconds per stage of one batch: ``with watch.stage(name):`` adds the block's wall time to ``name``.
+
+    A plain context manager rather than ``@contextmanager``: a request passes a dozen stage boundaries, and a
+    generator-based one costs several times more per use. Stages do not nest.
+    """
+
+    __slots__ = ("_name", "_started", "ms")
+
     def __init__(self) -> None:
         self.ms = dict.fromkeys(STAGES, 0.0)
+        self._name = STAGES[0]
+        self._started = 0.0
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] += (time.perf_counter() - started) * 1000
+    def stage(self, name: str) -> _Stopwatch:
+        self._name = name
+        return self
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.ms[self._name] += (time.perf_counter() - self._started) * 1000
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ class Recommender:
         self.runtime = runtime
         self._versions = dict(versions)
         self._ranker = _Ranker.of(spec, retrieval, ranking) if ranking is not None else None
+        self._raw_items = _raw_numbers(retrieval.items)
         self._per_pair_features = False
         self._closed = False
 
@@ -197,7 +209,15 @@ class Recommender:
         set_search_threads(spec.serving.threads)
         vectors = retrieval.item_vectors[1:]  # row 0 is padding, never a candidate
         item_ids = np.arange(1, len(retrieval.items) + 1, dtype=np.int64)
-        index = cached_index(retrieval.path / INDEX_FOLDER, vectors, spec.index, ids=item_ids)
+        index = cached_index(
+            retrieval.path / INDEX_FOLDER,
+            vectors,
+            spec.index,
+            ids=item_ids,
+            recall_target=spec.recall_target,
+            k=spec.candidates,
+            queries=lambda: retrieval.query_vectors(calibration_users(len(retrieval.users))),  # real user vectors
+        )
         categories, names = _categories(spec, retrieval, runtime)
         rules = compile_rules(spec.rules, retrieval.items, categories, names)
         counts = retrieval.interactions.item_counts if retrieval.interactions is not None else None
@@ -263,14 +283,16 @@ class Recommender:
         batch = _Batch.start(requests, width)
         with watch.stage("retrieval"):
             users = self.retrieval.users.encode([request.user_id for request in requests])
-            why = self._fallback_reasons(users)
+            seen = self._seen_counts(users)
+            why = self._fallback_reasons(users, seen)
             excluded = [self.retrieval.items.encode(r.exclude) if r.exclude else _NONE for r in requests]
-        known = np.flatnonzero([reason is None for reason in why])
-        cold = np.flatnonzero([reason is not None for reason in why])
+        served = np.array([reason is None for reason in why], dtype=bool)
+        known, cold = np.flatnonzero(served), np.flatnonzero(~served)
         if len(known):
-            self._serve_known(batch, known, users[known], [excluded[row] for row in known], watch)
+            self._serve_known(batch, known, users[known], seen[known], [excluded[row] for row in known], watch)
         if len(cold):
-            self._serve_fallback(batch, cold, users[cold], [why[row] or "" for row in cold], excluded, watch)
+            why_cold = [why[row] or "" for row in cold.tolist()]
+            self._serve_fallback(batch, cold, users[cold], seen[cold], why_cold, excluded, watch)
         return batch, watch.ms
 
     def score(self, user_id: Any, item_ids: Sequence[Any], context: dict[str, Any] | None = None) -> Recommendation:
@@ -281,7 +303,7 @@ class Recommender:
             users = self.retrieval.users.encode([user_id])
             items = self.retrieval.items.encode(list(item_ids))
             items = items[items > 0][None, :]
-            why = self._fallback_reasons(users)[0]
+            why = self._fallback_reasons(users, self._seen_counts(users))[0]
         batch = _Batch.start([request], max(items.shape[1], 1))
         rows = np.zeros(1, dtype=np.int64)
         if why is None:
@@ -308,31 +330,39 @@ class Recommender:
         """Release the models and the index; later calls raise."""
         self._closed = True
 
-    def _fallback_reasons(self, users: np.ndarray) -> list[str | None]:
-        """Why each user goes to the fallback (None: the retrieval model serves it)."""
+    def _seen_counts(self, users: np.ndarray) -> np.ndarray:
+        """Distinct items each user (model id) interacted with in training; zeros without interaction data."""
+        interactions = self.retrieval.interactions
+        return np.zeros(len(users), dtype=np.int64) if interactions is None else interactions.seen_counts(users)
+
+    def _fallback_reasons(self, users: np.ndarray, seen: np.ndarray) -> list[str | None]:
+        """Why each user goes to the fallback (None: the retrieval model serves it); ``seen``: their seen counts."""
         reasons: list[str | None] = ["unknown user" if user == 0 else None for user in users.tolist()]
         least = self.spec.fallback.min_interactions
-        interactions = self.retrieval.interactions
-        if least > 0 and interactions is not None:
-            counts = interactions.seen_counts(users)
-            for row in np.flatnonzero((users > 0) & (counts < least)).tolist():
-                reasons[row] = f"cold user ({int(counts[row])} interactions < {least})"
+        if least > 0 and self.retrieval.interactions is not None:
+            for row in np.flatnonzero((users > 0) & (seen < least)).tolist():
+                reasons[row] = f"cold user ({int(seen[row])} interactions < {least})"
         return reasons
 
-    def _fetch_width(self, users: np.ndarray, excluded: Sequence[np.ndarray], width: int, *, cap: int | None) -> int:
+    def _fetch_width(self, seen: np.ndarray, excluded: Sequence[np.ndarray], width: int, *, cap: int | None) -> int:
         """Candidates to ask for: ``width`` plus what exclusions may remove (at most ``cap`` more)."""
         extra = self.rules.blocked_count + max((len(items) for items in excluded), default=0)
-        interactions = self.retrieval.interactions
-        if self.rules.exclude_seen and interactions is not None and len(users):
-            extra += int(interactions.seen_counts(users).max())
+        if self.rules.exclude_seen and self.retrieval.interactions is not None and len(seen):
+            extra += int(seen.max())
         return min(width + (extra if cap is None else min(extra, cap)), self.index.size)
 
     def _serve_known(
-        self, batch: _Batch, rows: np.ndarray, users: np.ndarray, excluded: list[np.ndarray], watch: _Stopwatch
+        self,
+        batch: _Batch,
+        rows: np.ndarray,
+        users: np.ndarray,
+        seen: np.ndarray,
+        excluded: list[np.ndarray],
+        watch: _Stopwatch,
     ) -> None:
         with watch.stage("retrieval"):
             queries = self.retrieval.query_vectors(users)
-        candidates = self._retrieve(batch, rows, users, excluded, queries, watch)
+        candidates = self._retrieve(batch, rows, users, seen, excluded, queries, watch)
         if self._ranker is not None:
             candidates = self._rank(batch, rows, users, candidates, watch)
         with watch.stage("rules"):
@@ -343,6 +373,7 @@ class Recommender:
         batch: _Batch,
         rows: np.ndarray,
         users: np.ndarray,
+        seen: np.ndarray,
         excluded: list[np.ndarray],
         queries: np.ndarray,
         watch: _Stopwatch,
@@ -359,7 +390,7 @@ class Recommender:
         scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
         wanted = np.full(len(rows), width)
         pending = np.arange(len(rows))
-        fetch = self._fetch_width(users, excluded, width, cap=width)
+        fetch = self._fetch_width(seen, excluded, width, cap=width)
         while True:
             with watch.stage("retrieval"):
                 found_scores, found_ids = self.index.search(queries[pending], fetch)
@@ -385,14 +416,15 @@ class Recommender:
         batch: _Batch,
         rows: np.ndarray,
         users: np.ndarray,
+        seen: np.ndarray,
         why: list[str],
         excluded: list[np.ndarray],
         watch: _Stopwatch,
     ) -> None:
         with watch.stage("retrieval"):
-            contexts = [batch.requests[row].context for row in rows]
-            own = [excluded[row] for row in rows]
-            fetch = self._fetch_width(users, own, batch.width, cap=None)  # popularity lists are cheap to widen
+            contexts = [batch.requests[row].context for row in rows.tolist()]
+            own = [excluded[row] for row in rows.tolist()]
+            fetch = self._fetch_width(seen, own, batch.width, cap=None)  # popularity lists are cheap to widen
             candidates, labels = self.fallback.candidates(contexts, why, fetch)
         with watch.stage("rules"):
             candidates = self.rules.exclusions(
@@ -414,12 +446,11 @@ class Recommender:
         pair_rows, pair_cols = np.nonzero(candidates.valid)
         if len(pair_rows) == 0:
             return candidates
-        raw_users = self.retrieval.users.decode(users)
         pair_items = candidates.ids[pair_rows, pair_cols]
         with watch.stage("features"):
-            encoded = self._row_features(batch, rows, raw_users, pair_rows, pair_items)
+            encoded = self._row_features(batch, rows, users, pair_rows, pair_items)
         with watch.stage("ranking"):
-            ranked = self._ranker.score(raw_users, pair_items, pair_rows, encoded)
+            ranked = self._ranker.score(users, pair_items, pair_rows, encoded)
             scores = np.full(candidates.ids.shape, -np.inf, dtype=np.float32)
             scores[pair_rows, pair_cols] = ranked
         return candidates.with_scores(scores)
@@ -428,7 +459,7 @@ class Recommender:
         self,
         batch: _Batch,
         rows: np.ndarray,
-        raw_users: list[Any],
+        users: np.ndarray,
         pair_rows: np.ndarray,
         pair_items: np.ndarray,
     ) -> dict[str, np.ndarray] | None:
@@ -442,7 +473,8 @@ class Recommender:
         encoder = self.ranking.row_features
         if encoder is None:
             return None
-        contexts = [batch.requests[row].context for row in rows]
+        contexts = [batch.requests[row].context for row in rows.tolist()]
+        raw_users = self.retrieval.users.decode(users)
         raw_items = self.retrieval.items.decode(pair_items)
         values = self._feature_values(encoder.columns, raw_users, raw_items, pair_rows)
         for name in encoder.columns:
@@ -478,20 +510,31 @@ class Recommender:
         found = service.online_features(pairs, self.spec.features, principal=ADMIN)
         return {name: list(found.values[name]) if name in found.values else empty[name] for name in columns}
 
+    def _decode_items(self, ids: np.ndarray) -> list[Any]:
+        """Raw ids of item model ids ``>= 1`` as Python values (a NumPy gather for integer ids)."""
+        if self._raw_items is not None:
+            return self._raw_items[ids - 1].tolist()
+        return self.retrieval.items.decode(ids)
+
     def _answers(self, batch: _Batch, stage_ms: dict[str, float]) -> list[Recommendation]:
-        valid = batch.ids >= 0
-        raw = self.retrieval.items.decode(batch.ids[valid]) if valid.any() else []
-        counts = valid.sum(axis=1).tolist()
-        scores, retrieval_scores = batch.scores.tolist(), batch.retrieval_scores.tolist()
+        # Rows are best first with empty slots last: each answer is a prefix of its row, cut to the request's k.
+        widest = max(request.k for request in batch.requests)
+        ids = batch.ids[:, :widest]
+        wanted = np.array([request.k for request in batch.requests], dtype=np.int64)
+        kept = (ids >= 0) & (np.arange(ids.shape[1])[None, :] < wanted[:, None])
+        raw = self._decode_items(ids[kept]) if kept.any() else []
+        counts = kept.sum(axis=1).tolist()
+        scores, retrieval_scores = batch.scores[:, :widest].tolist(), batch.retrieval_scores[:, :widest].tolist()
         answers, start = [], 0
         timings = {name: round(ms, 4) for name, ms in stage_ms.items()}
-        for row, request in enumerate(batch.requests):
-            count = min(counts[row], request.k)
+        for row in range(len(batch.requests)):
+            count = counts[row]
+            row_scores, row_retrieval = scores[row], retrieval_scores[row]
             items = [
-                RecommendedItem(raw[start + column], scores[row][column], retrieval_scores[row][column])
+                RecommendedItem(raw[start + column], row_scores[column], row_retrieval[column])
                 for column in range(count)
             ]
-            start += counts[row]
+            start += count
             logged = batch.features[row]
             answers.append(
                 Recommendation(
@@ -507,6 +550,14 @@ class Recommender:
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+
+
+def _raw_numbers(ids: IdIndex) -> np.ndarray | None:
+    """Integer raw ids as a NumPy array (row = model id - 1), or None for text ids (decoded through Arrow, which
+    holds them far more compactly than an array of Python strings would)."""
+    if not pa.types.is_integer(ids.values.type):
+        return None
+    return np.asarray(ids.values.to_numpy(zero_copy_only=False))
 
 
 def recommendation_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -525,16 +576,21 @@ def recommendation_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.
 
 @dataclass(frozen=True)
 class _Ranker:
-    """The ranking bundle bound to the retrieval model's ids: id translation and the task weights."""
+    """The ranking bundle bound to the retrieval model's ids: id translation and the task weights.
+
+    Both id maps are translated once at load, so a request goes from retrieval model ids to ranker model ids with
+    one gather each, never through raw ids.
+    """
 
     bundle: ModelBundle
+    users: np.ndarray  # retrieval user model id -> ranking user model id (0 = unknown to the ranker)
     items: np.ndarray  # retrieval item model id -> ranking item model id (0 = unknown to the ranker)
     weights: np.ndarray  # one weight per ranker output
 
     @classmethod
     def of(cls, spec: DeploymentSpec, retrieval: ModelBundle, ranking: ModelBundle) -> _Ranker:
-        translated = ranking.items.encode(retrieval.items.values)
-        items = np.concatenate([[0], translated]).astype(np.int64)
+        users = np.concatenate([[0], ranking.users.encode(retrieval.users.values)]).astype(np.int64)
+        items = np.concatenate([[0], ranking.items.encode(retrieval.items.values)]).astype(np.int64)
         outputs = ranking.model.manifest.outputs
         unknown = sorted(set(spec.ranking_weights) - set(outputs))
         if unknown:
@@ -542,25 +598,29 @@ class _Ranker:
         weights = np.array([spec.ranking_weights.get(name, 0.0) for name in outputs], dtype=np.float32)
         if not spec.ranking_weights:
             weights[0] = 1.0
-        return cls(ranking, items, weights)
+        return cls(ranking, users, items, weights)
 
     def score(
         self,
-        raw_users: list[Any],
+        retrieval_users: np.ndarray,
         retrieval_items: np.ndarray,
         pair_rows: np.ndarray,
         row_features: Mapping[str, np.ndarray] | None,
     ) -> np.ndarray:
-        """Weighted task probabilities of every (user of ``pair_rows``, item) pair: one predict call per
-        ``RANK_PAIRS`` pairs (an online batch is one call; batch inference's large chunks stay bounded in memory)."""
-        users = self.bundle.users.encode(raw_users)[pair_rows]
+        """Weighted task probabilities of every (user of ``pair_rows``, item) pair, both as retrieval model ids: one
+        predict call per ``RANK_PAIRS`` pairs (an online batch is one call; batch inference's large chunks stay
+        bounded in memory)."""
+        users = self.users[retrieval_users][pair_rows]
         items = self.items[retrieval_items]
         tasks = self.bundle.model.manifest.outputs
         scores = np.zeros(len(users), dtype=np.float32)
         for start in range(0, len(users), RANK_PAIRS):
             part = slice(start, start + RANK_PAIRS)
             features = None if row_features is None else {name: v[part] for name, v in row_features.items()}
-            outputs = self.bundle.rank(users[part], items[part], features)
+            # Every id here went through the bundles' own maps and tables, so the range scans predict() does on
+            # caller batches would find nothing.
+            inputs = self.bundle.ranking_inputs(users[part], items[part], features)
+            outputs = self.bundle.model.predict_in_range(inputs)
             for weight, name in zip(self.weights.tolist(), tasks, strict=True):
                 if weight:
                     scores[part] += weight * outputs[name]

@@ -34,7 +34,14 @@ from pydantic import BaseModel, ValidationError
 from recplane.auth import TokenCache
 from recplane.errors import NotFound, PayloadTooLarge, RecplaneError
 from recplane.serving.batching import LoadShed, MicroBatcher
-from recplane.serving.http_schema import FeedbackBody, RecommendBody, ScoreBody, field_errors, openapi_document
+from recplane.serving.http_schema import (
+    FeedbackBody,
+    RecommendBody,
+    ScoreBody,
+    field_errors,
+    openapi_document,
+    valid_request_id,
+)
 from recplane.serving.impressions import FeedbackEvent, Impression, ImpressionLogger, now_utc
 from recplane.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics, versions_label
 from recplane.serving.swap import HotSwapper
@@ -69,7 +76,7 @@ class Answer:
 
 @dataclass
 class Incoming:
-    """What a handler sees of a request."""
+    """What a handler sees of a request; a handler sets ``request_id`` when the body names one."""
 
     body: bytes
     request_id: str
@@ -245,13 +252,14 @@ class ServingApp:
         started = time.perf_counter()
         path = scope["path"]
         given = _header(scope, b"x-request-id")
-        request_id = given if given and len(given) <= 128 else self._new_request_id()
-        answer = await self._dispatch(scope, receive, path, request_id, started)
+        request_id = given if given is not None and valid_request_id(given) else self._new_request_id()
+        incoming = Incoming(b"", request_id, started)
+        answer = await self._dispatch(scope, receive, path, incoming)
         body = answer.payload if isinstance(answer.payload, bytes) else orjson.dumps(answer.payload, option=_ORJSON)
         headers = [
             (b"content-type", answer.content_type),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
+            (b"x-request-id", incoming.request_id.encode()),
             *answer.headers,
         ]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -263,7 +271,7 @@ class ServingApp:
         """32 hex digits: a random per-process prefix and a counter (a uuid4 costs a syscall per request)."""
         return f"{self._id_prefix}{next(self._id_counter):016x}"
 
-    async def _dispatch(self, scope: Scope, receive: Receive, path: str, request_id: str, started: float) -> Answer:
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str, incoming: Incoming) -> Answer:
         methods = self._routes.get(path)
         try:
             if methods is None:
@@ -274,16 +282,19 @@ class ServingApp:
             handler, needs_auth = entry
             if needs_auth and not self.dev_mode:
                 self.tokens.resolve(_bearer(scope))
-            return await handler(Incoming(await _read_body(receive), request_id, started))
+            incoming.body = await _read_body(receive)
+            return await handler(incoming)
         except RecplaneError as exc:
             if isinstance(exc, LoadShed):
                 self.metrics.shed.inc()
             self.metrics.errors.labels(path if methods else "unmatched", exc.code).inc()
             return _error_answer(exc)
         except Exception as exc:
-            log.exception("Request %s to %s failed", request_id, path)
+            log.exception("Request %s to %s failed", incoming.request_id, path)
             self.metrics.errors.labels(path, "internal").inc()
-            return _error_answer(RecplaneError(f"Internal error ({type(exc).__name__}); request id {request_id}."))
+            return _error_answer(
+                RecplaneError(f"Internal error ({type(exc).__name__}); request id {incoming.request_id}.")
+            )
 
     def _recommend_batch(self, requests: Sequence[RecommendRequest]) -> list[Outcome]:
         with self.swapper.lease() as recommender:
@@ -311,27 +322,34 @@ class ServingApp:
         from recplane.serving.recommender import RecommendRequest
 
         body: RecommendBody = _validated(RecommendBody, incoming.body)
+        if body.request_id is not None:
+            incoming.request_id = body.request_id
         self._require_ready()
         request = RecommendRequest(
             user_id=body.user_id, k=body.k or self.spec.k, context=body.context, exclude=body.exclude
         )
         assert self._recommend is not None
-        return self._answer("recommend", incoming, body.user_id, body.context, await self._recommend.submit(request))
+        outcome, waited = await self._recommend.submit_timed(request)
+        return self._answer("recommend", incoming, body, outcome, waited)
 
     async def _handle_score(self, incoming: Incoming) -> Answer:
         body: ScoreBody = _validated(ScoreBody, incoming.body)
+        if body.request_id is not None:
+            incoming.request_id = body.request_id
         self._require_ready()
         assert self._score is not None
-        return self._answer("score", incoming, body.user_id, body.context, await self._score.submit(body))
+        outcome, waited = await self._score.submit_timed(body)
+        return self._answer("score", incoming, body, outcome, waited)
 
     def _answer(
-        self, route: str, incoming: Incoming, user_id: Any, context: dict[str, Any], outcome: Outcome
+        self, route: str, incoming: Incoming, body: RecommendBody | ScoreBody, outcome: Outcome, waited_s: float
     ) -> Answer:
         if isinstance(outcome, BaseException):
             raise outcome
         result: Recommendation = outcome
         models = versions_label(result.model_versions)
-        self.metrics.observe_stages(result.stage_ms, models)
+        stages = {**result.stage_ms, "queue": waited_s * 1000}
+        self.metrics.observe_stages(stages, models)
         if result.fallback:
             self.metrics.fallbacks.labels(_fallback_kind(result.fallback)).inc()
         item_ids = [item.item_id for item in result.items]
@@ -342,13 +360,13 @@ class ServingApp:
                     incoming.request_id,
                     now_utc(),
                     route,
-                    user_id,
+                    body.user_id,
                     item_ids,
                     scores,
                     result.model_versions,
                     result.rules,
                     result.fallback,
-                    context,
+                    body.context,
                     result.features,
                 )
             )
@@ -359,7 +377,7 @@ class ServingApp:
             "rules": result.rules,
             "fallback": result.fallback,
             "timings_ms": {
-                **{stage: round(ms, 3) for stage, ms in result.stage_ms.items()},
+                **{stage: round(ms, 3) for stage, ms in stages.items()},
                 "total": round((time.perf_counter() - incoming.started) * 1000, 3),
             },
         }

@@ -11,6 +11,7 @@ business rules + a declared fallback for unknown or cold users. Written in YAML 
     candidates: 200                                   # retrieved per request, before ranking and rules
     k: 10
     index: auto                                       # exact up to 50k items, IVF above; or exact/ivf/hnsw
+    recall_target: 0.95                               # ivf/hnsw: search widened until recall@candidates reaches it
     rules:
       exclude_seen: true
       items: shop_items                               # item dataset for category rules
@@ -164,6 +165,12 @@ class DeploymentSpec(BaseModel):
     candidates: int = Field(default=200, ge=1, le=100_000)
     k: int = Field(default=10, ge=1, le=10_000)
     index: Literal["auto", "exact", "hnsw", "ivf"] = "auto"
+    recall_target: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Approximate indexes: mean recall@candidates against exact search that calibration must reach.",
+    )
     rules: RulesSpec = Field(default_factory=RulesSpec)
     fallback: FallbackSpec = Field(default_factory=FallbackSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)

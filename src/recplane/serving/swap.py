@@ -200,11 +200,12 @@ class HotSwapper:
             self._retire(slot)
 
     def describe(self) -> dict[str, Any]:
-        """The followed aliases, the pinned versions now serving and the recent swap events."""
+        """The followed aliases, the pinned versions now serving, their ANN index and the recent swap events."""
         slot = self._slot
         return {
             "model_versions": self.model_versions,
             "pinned": dict(slot.pins) if slot else {},
+            "index": slot.recommender.index.describe() if slot else None,
             "last_error": self.last_error,
             "swaps": [asdict(event) for event in self._history.events],
         }

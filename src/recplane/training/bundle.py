@@ -145,7 +145,7 @@ def load_bundle(path: str | Path, *, form: str | None = None) -> ModelBundle:
             f"{directory} is a bundle of format {body.get('format')}; this recplane reads format {BUNDLE_FORMAT}."
         )
     features = {
-        entity: {key: np.load(_feature_path(directory, entity, key), mmap_mode="r") for key in keys}
+        entity: {key: _mapped(_feature_path(directory, entity, key)) for key in keys}
         for entity, keys in body.get("features", {}).items()
     }
     folder = directory / INTERACTIONS_FOLDER
@@ -302,7 +302,7 @@ class UserInteractions:
     @classmethod
     def load(cls, folder: Path) -> UserInteractions:
         arrays = {
-            name: np.load(folder / f"{name}.npy", mmap_mode="r")
+            name: _mapped(folder / f"{name}.npy")
             for name in ("seen_keys", "seen_indptr", "history_indptr", "history_items", "item_counts")
         }
         return cls(**arrays, num_items=len(arrays["item_counts"]))
@@ -461,6 +461,12 @@ def _write_features(directory: Path, entity: Entity, table: pa.Table | None, ids
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, arrays[key])
     return kept
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A memory-mapped ``.npy`` as a plain ndarray view of the map: every gather on a ``np.memmap`` pays for the
+    subclass's bookkeeping, a few µs per request path gather."""
+    return np.asarray(np.load(path, mmap_mode="r"))
 
 
 def _feature_path(directory: Path, entity: str, key: str) -> Path:

@@ -169,6 +169,12 @@ class ExportedModel:
         arrays = _prepare_inputs(self.manifest, batch)
         return dict(zip(self.manifest.outputs, self._runner(arrays), strict=True))
 
+    def predict_in_range(self, batch: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """:meth:`predict` for batches whose ids are in range by construction (a serving bundle builds them from
+        its own id maps and tables): keys, dtypes and shapes are checked, the per-call id range scans skipped."""
+        arrays = _prepare_inputs(self.manifest, batch, check_ids=False)
+        return dict(zip(self.manifest.outputs, self._runner(arrays), strict=True))
+
     def query_vectors(self, batch: Mapping[str, ArrayLike]) -> np.ndarray:
         """``[B, D]`` query vectors of a retrieval model (score = dot product with ``item_vectors``)."""
         self._require_retrieval("query_vectors")
@@ -203,11 +209,17 @@ def _check_arguments(forms: Sequence[str], choose: str, example_batch: Mapping[s
 
 
 def _as_tensors(batch: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
-    """The batch as tensors: integers as int64, floats as float32 (the dtypes the models compute in)."""
+    """The batch as tensors of their own: integers as int64, floats as float32 (the dtypes the models compute in).
+
+    Every key gets a fresh copy: torch.export (and the ONNX export built on its program) turns one tensor object
+    passed under two keys into one graph input, so the exported graph would read both keys from the first, and
+    the round-trip checks, built from the same aliased example, would not notice.
+    """
     tensors = {}
     for key, value in batch.items():
         tensor = torch.as_tensor(value)
-        tensors[key] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor.to(torch.int64)
+        tensor = tensor.to(torch.float32) if tensor.is_floating_point() else tensor.to(torch.int64)
+        tensors[key] = tensor.clone(memory_format=torch.contiguous_format)
     return tensors
 
 
@@ -638,8 +650,10 @@ def _id_bounds(model: RecModel, keys: list[str]) -> dict[str, int]:
     return {key: bound for key, bound in bounds.items() if key in keys}
 
 
-def _prepare_inputs(manifest: ExportManifest, batch: Mapping[str, ArrayLike]) -> list[np.ndarray]:
-    """The graph's positional inputs from a dict batch: keys, dtypes, shapes and id ranges checked."""
+def _prepare_inputs(
+    manifest: ExportManifest, batch: Mapping[str, ArrayLike], *, check_ids: bool = True
+) -> list[np.ndarray]:
+    """The graph's positional inputs from a dict batch: keys, dtypes, shapes and (``check_ids``) id ranges checked."""
     missing = [spec.name for spec in manifest.inputs if spec.name not in batch]
     if missing:
         raise InvalidInput(
@@ -651,7 +665,7 @@ def _prepare_inputs(manifest: ExportManifest, batch: Mapping[str, ArrayLike]) ->
     rows = {name: array.shape[0] for name, array in arrays.items()}
     if len(set(rows.values())) != 1:
         raise InvalidInput(f"Batch keys disagree on the number of rows: {rows}.")
-    for name, bound in manifest.id_bounds.items():
+    for name, bound in manifest.id_bounds.items() if check_ids else ():
         _check_id_range(name, arrays[name], bound, arrays.get("history_len" if name == "history" else f"{name}_len"))
     return [arrays[spec.name] for spec in manifest.inputs]
 
@@ -677,13 +691,23 @@ def _input_array(spec: InputSpec, value: ArrayLike) -> np.ndarray:
 
 
 def _check_id_range(name: str, ids: np.ndarray, bound: int, lengths: np.ndarray | None) -> None:
+    if _largest(ids) < bound:  # padding included: usually all in range, and one reduction decides it
+        return
     real = ids
     if ids.ndim == 2 and lengths is not None:
         real = ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]]
-    if real.size and (int(real.min()) < 0 or int(real.max()) >= bound):
-        bad = int(real.min()) if int(real.min()) < 0 else int(real.max())
-        raise InvalidInput(
-            f"Batch key {name!r} holds id {bad}, outside [0, {bound}) the model was trained with. Map unknown ids "
-            "to the padding id 0.",
-            details={"key": name, "id": bad, "bound": bound},
-        )
+    if _largest(real) < bound:
+        return
+    bad = int(real.min()) if int(real.min()) < 0 else int(real.max())
+    raise InvalidInput(
+        f"Batch key {name!r} holds id {bad}, outside [0, {bound}) the model was trained with. Map unknown ids "
+        "to the padding id 0.",
+        details={"key": name, "id": bad, "bound": bound},
+    )
+
+
+def _largest(ids: np.ndarray) -> int:
+    """The largest id read as unsigned (so a negative id counts as huge): one reduction checks both ends."""
+    if ids.size == 0:
+        return -1
+    return int(np.ascontiguousarray(ids).view(f"u{ids.itemsize}").max())

@@ -17,6 +17,7 @@ from recplane import Client
 from recplane.cli import app
 from recplane.config import Settings
 from recplane.errors import InvalidInput
+from recplane.serving.predict import predict
 from recplane.serving.recommender import Recommender, RecommendRequest
 from recplane.serving.spec import load_deployment
 
@@ -106,3 +107,46 @@ def test_cli_predict_prints_a_summary_and_writes_the_dataset(home: Path, tmp_pat
     assert "Wrote 8 rows for 4 users to cli_top2@" in result.output and "fallback users: 1" in result.output
     as_json = CliRunner().invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0 and '"rows": 8' in as_json.output
+
+
+def test_predict_streams_chunks_into_one_version_holding_one_chunk_at_a_time(client: Client) -> None:
+    """30k users in chunks of 500: the Arrow memory in use stays near one chunk's answers (the old all-in-memory
+    commit grew by every chunk), readers see the previous version until the single commit at the end."""
+    runtime = client._impl.runtime  # type: ignore[union-attr]
+    spec = load_deployment({**DEPLOYMENT, "k": 10})
+    first = predict(runtime, spec, users=pa.array([4, 12]), out="shop_stream")
+    users = pa.array(range(1_000_000, 1_030_000))  # unknown users: popularity answers, cheap to compute
+    baseline = pa.total_allocated_bytes()
+    held: list[int] = []
+    visible: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        held.append(pa.total_allocated_bytes() - baseline)
+        if len(held) % 20 == 1:
+            visible.append(client.get_dataset("shop_stream").current_version)
+
+    result = predict(runtime, spec, users=users, out="shop_stream", chunk=500, progress=progress)
+
+    assert (result.rows, result.fallback_users, len(held)) == (300_000, 30_000, 60)
+    assert result.version == first.version + 1 and set(visible) == {first.version}
+    written = client.read("shop_stream")
+    assert written.num_rows == 300_000 and client.history("shop_stream")[0].rows_added == 300_000
+    chunk_bytes = written.nbytes / 60
+    assert max(held) < 6 * chunk_bytes < written.nbytes / 8, (max(held), chunk_bytes, written.nbytes)
+
+
+def test_a_run_that_fails_midway_writes_no_version(client: Client) -> None:
+    runtime = client._impl.runtime  # type: ignore[union-attr]
+    spec = load_deployment(DEPLOYMENT)
+    first = predict(runtime, spec, users=pa.array([4, 12]), out="shop_failed")
+    model = Recommender.load(spec, runtime)
+
+    def close_after_two_chunks(done: int, total: int) -> None:
+        if done == 2:
+            model.close()  # the next chunk's recommend_table raises
+
+    with pytest.raises(InvalidInput, match="is closed"):
+        predict(runtime, spec, users="shop_users", out="shop_failed", chunk=1, recommender=model,
+                progress=close_after_two_chunks)  # fmt: skip
+    assert client.get_dataset("shop_failed").current_version == first.version
+    assert client.read("shop_failed").num_rows == first.rows

@@ -172,3 +172,20 @@ def test_close_finishes_queued_work_then_refuses_new_requests() -> None:
 def test_settings_must_be_positive() -> None:
     with pytest.raises(InvalidInput, match="max_batch=0"):
         MicroBatcher(SlowDoubler(), max_batch=0)
+
+
+def test_submit_timed_reports_how_long_each_request_waited_for_its_group() -> None:
+    fn = SlowDoubler(delay=0.05)
+    batcher = MicroBatcher(fn, max_batch=1, max_wait_ms=0.0)
+
+    async def two_at_once() -> list[tuple[int, float]]:
+        return list(await asyncio.gather(batcher.submit_timed(1), batcher.submit_timed(2)))
+
+    try:
+        (first, first_wait), (second, second_wait) = asyncio.run(two_at_once())
+        alone = asyncio.run(batcher.submit_timed(3))
+    finally:
+        batcher.close()
+    assert (first, second, alone[0]) == (2, 4, 6)
+    # Groups of one: the second request waited in the queue while the first one's 50 ms call ran.
+    assert first_wait < 0.04 <= second_wait and alone[1] < 0.04

@@ -215,3 +215,31 @@ def test_overload_is_shed_fast_with_503_and_the_app_keeps_serving(runtime: Runti
         assert "recplane_serving_shed_total" in call(app, "GET", "/metrics").text
     finally:
         app.stop()
+
+
+def test_a_body_request_id_is_echoed_and_wins_over_the_header(app: ServingApp) -> None:
+    response = call(
+        app, "POST", "/v1/recommend", json={"user_id": 1, "request_id": "order-9/a"}, headers={"X-Request-Id": "h-1"}
+    )
+    assert response.json()["request_id"] == response.headers["x-request-id"] == "order-9/a"
+    scored = call(app, "POST", "/v1/score", json={"user_id": 1, "item_ids": [1, 5], "request_id": "s-1"})
+    assert scored.json()["request_id"] == scored.headers["x-request-id"] == "s-1"
+    refused = call(app, "POST", "/v1/recommend", json={"user_id": 1, "request_id": "two words"})
+    assert refused.status_code == 422
+    assert [entry["field"] for entry in refused.json()["error"]["details"]["fields"]] == ["request_id"]
+
+
+@pytest.mark.parametrize("header", [b"x" * 129, b"has space", "\u00fcn\u00ef".encode("latin-1")])
+def test_an_unusable_request_id_header_is_replaced_by_a_generated_id(app: ServingApp, header: bytes) -> None:
+    response = call(app, "POST", "/v1/recommend", json={"user_id": 1}, headers={"X-Request-Id": header})
+    assert response.status_code == 200
+    assert response.json()["request_id"] == response.headers["x-request-id"] != header.decode("latin-1")
+    assert len(response.json()["request_id"]) == 32
+
+
+def test_timings_show_the_queue_wait_and_the_stage_histogram_records_it(app: ServingApp) -> None:
+    body = call(app, "POST", "/v1/recommend", json={"user_id": 2}).json()
+    assert set(body["timings_ms"]) == {"features", "retrieval", "ranking", "rules", "queue", "total"}
+    assert 0 <= body["timings_ms"]["queue"] <= body["timings_ms"]["total"]
+    text = call(app, "GET", "/metrics").text
+    assert 'recplane_serving_stage_duration_seconds_count{models="retrieval=mf:1",stage="queue"} 1.0' in text
