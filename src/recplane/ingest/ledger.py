@@ -1,4 +1,8 @@
-"""The ingestion ledger: committed batch ids in the catalog, so a retried batch is answered, not re-appended."""
+"""The ingestion ledger: committed batch ids in the catalog, so a retried batch is answered, not re-appended.
+
+It runs once per group commit, on the writer's thread, so it talks to the database through plain SQLAlchemy
+Core connections: an ORM session costs more than the Delta commit it follows.
+"""
 
 from __future__ import annotations
 
@@ -50,10 +54,12 @@ class BatchLedger:
         """The recorded entries among ``batch_ids``."""
         if not batch_ids:
             return {}
-        query = select(IngestBatch).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
-        with self._catalog.session() as session:
-            rows = list(session.scalars(query))
-        return {r.batch_id: LedgerEntry(r.batch_id, r.delta_version, r.accepted, r.rejected) for r in rows}
+        query = select(
+            IngestBatch.batch_id, IngestBatch.delta_version, IngestBatch.accepted, IngestBatch.rejected
+        ).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
+        with self._catalog.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {row[0]: LedgerEntry(row[0], row[1], row[2], row[3]) for row in rows}
 
     def newest_version(self, dataset: str) -> int | None:
         """The newest Delta version any recorded batch of ``dataset`` went into."""
@@ -78,5 +84,5 @@ class BatchLedger:
         dialect = self._catalog.engine.dialect.name
         insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
-        with self._catalog.session() as session:
-            session.execute(statement, values)
+        with self._catalog.engine.begin() as connection:
+            connection.execute(statement, values)

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.5
 _COMPACT_EVERY_S = 60.0
+# Each compaction rewrites every small file, the previous compaction's output included, so running it after
+# every few dozen commits made it the writer's largest cost once commits became cheap (blind appends cost the
+# same at any file count): no new check for this long after a compaction that did something.
+_COMPACT_PAUSE_S = 2.0
 _RECONCILE_EVERY_S = 1.0
 
 
@@ -147,6 +151,7 @@ class TableWriter:
         self._last_reconcile = 0.0
         self._commits_since_compact = 0
         self._last_compact = time.monotonic()
+        self._compact_paused_until = 0.0
         self._compacting = threading.Lock()
         self.commits = 0
         self._thread = threading.Thread(target=self._run, name=f"recplane-writer-{name}", daemon=True)
@@ -329,7 +334,7 @@ class TableWriter:
         if accepted or transactions:
             table = pa.concat_tables(accepted) if accepted else fresh[0].accepted
             version = self._append(self._main, table, metadata, transactions)
-        recorded_version = version if version is not None else self._main.table.version()
+        recorded_version = version if version is not None else self._main.known_version()
         self._ledger.record(
             self.name,
             [LedgerEntry(b.batch_id, recorded_version, b.accepted.num_rows, b.rejected.num_rows) for b in fresh],
@@ -476,8 +481,9 @@ class TableWriter:
         if rows and seconds > 0:
             self._rows_per_second = 0.8 * self._rows_per_second + 0.2 * max(rows / seconds, 1000.0)
         self._commits_since_compact += 1
-        due = self._commits_since_compact >= self._compact_every
-        if self._compact_every and (due or time.monotonic() - self._last_compact > _COMPACT_EVERY_S):
+        now = time.monotonic()
+        due = self._commits_since_compact >= self._compact_every and now >= self._compact_paused_until
+        if self._compact_every and (due or now - self._last_compact > _COMPACT_EVERY_S):
             self._compact_in_background()
 
     def _compact_in_background(self) -> None:
@@ -488,8 +494,9 @@ class TableWriter:
 
         def compact() -> None:
             try:
-                for name in (self.name, self._rejected_name):
-                    self._target.maybe_compact(name)
+                results = [self._target.maybe_compact(name) for name in (self.name, self._rejected_name)]
+                if any(result is not None for result in results):
+                    self._compact_paused_until = time.monotonic() + _COMPACT_PAUSE_S
             except Exception:
                 log.exception("Automatic compaction of %s failed; ingestion goes on", self.name)
             finally:
@@ -501,7 +508,7 @@ class TableWriter:
     def reconcile(self) -> int:
         """Record batch ids found in Delta commits newer than the catalog knows; returns how many were new."""
         self._last_reconcile = time.monotonic()
-        current = self._main.refresh().version()
+        current = self._main.latest_version()
         since = self._reconciled_through
         if since is None:
             newest = self._ledger.newest_version(self.name)
@@ -509,8 +516,10 @@ class TableWriter:
         if current <= since:
             self._reconciled_through = current
             return 0
+        table = self._main.refresh()  # foreign commits: load them (the check above only looked for files)
+        current = table.version()
         found = []
-        for commit in self._main.table.history(current - since):
+        for commit in table.history(current - since):
             if commit.get("version", -1) > since:
                 found.extend(_batches_of(commit))
         known = self._ledger.lookup(self.name, [e.batch_id for e in found])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recplane.api.bodies import read_limited
@@ -40,7 +40,7 @@ async def ingest_events(
     runtime: RuntimeDep,
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
-) -> IngestResult:
+) -> Response:
     """Validate rows against the dataset's schema; valid rows are committed, invalid ones dead-lettered."""
     metrics = request.app.state.metrics
     body = await read_limited(request, runtime.settings.max_request_bytes, advice="Split it into batches.")
@@ -62,4 +62,5 @@ async def ingest_events(
     if not result.duplicate:
         metrics.ingested_rows.labels(name, "accepted").inc(result.accepted)
         metrics.ingested_rows.labels(name, "rejected").inc(result.rejected)
-    return result
+    # Serialised here: the model is valid already, and FastAPI would validate it again on the hot path.
+    return Response(result.model_dump_json(), media_type="application/json")
