@@ -70,3 +70,27 @@ def test_unknown_dataset_and_malformed_key_are_clear_errors(
     response = httpx.post(f"{server.url}/v1/datasets/nope/events", json=_rows(1), timeout=30)
     assert response.status_code == 404
     assert "nope" in response.json()["error"]["message"]
+
+
+def test_keys_arrow_bodies_and_their_errors_over_real_http(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from recplane.wire import ARROW_STREAM, table_to_ipc
+
+    server = server_factory(tmp_path / "home", dev=True)
+    Client(server.url).create_dataset(SPEC)
+    url = f"{server.url}/v1/datasets/clicks/events"
+    first = httpx.post(url, json=_rows(2), headers={"Idempotency-Key": "k-1"}, timeout=30).json()
+    again = httpx.post(url, json=_rows(2), headers={"Idempotency-Key": "k-1"}, timeout=30).json()
+    assert (again["duplicate"], again["version"]) == (True, first["version"])
+    too_long = httpx.post(url, json=_rows(1), headers={"Idempotency-Key": "k" * 257}, timeout=30)
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["details"]["fields"][0]["field"] == "header.idempotency-key"
+    table = pa.table({"user_id": pa.array([7, 8], pa.int64()), "item_id": pa.array([1, 2], pa.int64())})
+    arrow = httpx.post(url, content=table_to_ipc(table), headers={"Content-Type": ARROW_STREAM}, timeout=30)
+    assert arrow.json()["accepted"] == 2
+    broken = httpx.post(url, content=b"not arrow", headers={"Content-Type": ARROW_STREAM}, timeout=30)
+    assert broken.status_code == 422 and "Arrow IPC" in broken.json()["error"]["message"]
+    assert Client(server.url).read("clicks").num_rows == 4

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recplane.catalog import Catalog, IngestBatch
@@ -49,16 +49,20 @@ class BatchLedger:
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
+        # Built once: SQLAlchemy memoises a statement's cache key on the object, so reusing it skips rebuilding
+        # and re-keying the query on every group commit.
+        self._lookup = select(
+            IngestBatch.batch_id, IngestBatch.delta_version, IngestBatch.accepted, IngestBatch.rejected
+        ).where(IngestBatch.dataset == bindparam("dataset"), IngestBatch.batch_id.in_(bindparam("ids", expanding=True)))
+        insert: Any = postgresql.insert if catalog.engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
 
     def lookup(self, dataset: str, batch_ids: list[str]) -> dict[str, LedgerEntry]:
         """The recorded entries among ``batch_ids``."""
         if not batch_ids:
             return {}
-        query = select(
-            IngestBatch.batch_id, IngestBatch.delta_version, IngestBatch.accepted, IngestBatch.rejected
-        ).where(IngestBatch.dataset == dataset, IngestBatch.batch_id.in_(batch_ids))
         with self._catalog.engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(self._lookup, {"dataset": dataset, "ids": batch_ids}).all()
         return {row[0]: LedgerEntry(row[0], row[1], row[2], row[3]) for row in rows}
 
     def newest_version(self, dataset: str) -> int | None:
@@ -81,8 +85,5 @@ class BatchLedger:
             }
             for e in entries
         ]
-        dialect = self._catalog.engine.dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(IngestBatch).on_conflict_do_nothing(index_elements=["dataset", "batch_id"])
         with self._catalog.engine.begin() as connection:
-            connection.execute(statement, values)
+            connection.execute(self._insert, values)

@@ -17,10 +17,11 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -34,7 +35,7 @@ from recplane.errors import BackendUnavailable, InvalidInput, PayloadTooLarge
 from recplane.ingest.ledger import BatchLedger, CommitOutcome
 from recplane.ingest.result import MAX_REASON_SAMPLES, IngestResult, RejectedRow
 from recplane.ingest.sources import Chunk, IngestSource, Mode, RowChunk, read_input
-from recplane.ingest.validation import Validated, Validator, dead_letters
+from recplane.ingest.validation import DEAD_LETTER_SCHEMA, Validated, Validator, dead_letters
 from recplane.ingest.writer import BulkWrite, TableWriter
 from recplane.lake.datasets import REJECTED_SUFFIX, OpenDataset, rejected_name
 from recplane.lake.table import DeltaDataset
@@ -44,6 +45,14 @@ __all__ = ["DatasetAccess", "IngestService"]
 log = logging.getLogger(__name__)
 
 _MAX_BATCH_ID = 256
+# How long a dataset's spec, validator and writer are reused without asking the catalog again. Changes made
+# through this process's DatasetService drop them at once; a change made by another process (a server replica, a
+# CLI on the same catalog) is seen within this long. Schema evolution only ever widens what a dataset accepts, and
+# the writer commits against the table's current schema, so a stale spec never lets in a row the new one refuses.
+SPEC_CACHE_SECONDS = 1.0
+# Bodies up to this size are parsed and validated on the caller's event loop (well under a millisecond): a hop to
+# a worker thread would cost more than the work. Larger ones go to a thread so the loop keeps answering.
+INLINE_BODY_BYTES = 256 * 1024
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -53,6 +62,10 @@ class DatasetAccess(Protocol):
 
     def open(self, name: str, *, principal: Principal) -> OpenDataset:
         """The dataset's info, current spec and Delta handle (raises NotFound / Forbidden)."""
+        ...
+
+    def add_spec_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` whenever this service changes the spec of dataset ``name``."""
         ...
 
     def maybe_compact(self, name: str) -> object:
@@ -94,6 +107,19 @@ def _chain(future: Future[T], convert: Callable[[T], R]) -> Future[R]:
     return chained
 
 
+_NO_DEAD_LETTERS = DEAD_LETTER_SCHEMA.empty_table()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What submitting to one dataset needs, reused for ``SPEC_CACHE_SECONDS``."""
+
+    opened: OpenDataset
+    writer: TableWriter
+    validator: Validator
+    checked_at: float
+
+
 def _resolved(value: T) -> Future[T]:
     future: Future[T] = Future()
     future.set_result(value)
@@ -110,9 +136,11 @@ class IngestService:
         self._ledger = BatchLedger(catalog)
         self._writers: dict[str, TableWriter] = {}
         self._validators: dict[tuple[str, str], Validator] = {}
+        self._targets: dict[str, _Target] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._commit_listeners: list[Callable[[str, int], None]] = []
+        datasets.add_spec_listener(self._forget_target)
 
     def add_commit_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call ``listener(dataset, version)`` after each commit that appended rows (on the writer's thread: keep
@@ -140,9 +168,22 @@ class IngestService:
         batch_id: str | None = None,
         source: str = "http",
     ) -> IngestResult:
-        """Like :meth:`ingest` for event loops: parsing runs on a worker thread, the commit is awaited."""
-        future = await asyncio.to_thread(self.submit, name, data, principal=principal, batch_id=batch_id, source=source)
+        """Like :meth:`ingest` for event loops: the commit is awaited; parsing runs on a worker thread unless the
+        input is a small body for a dataset whose spec is at hand (then on the loop: the hop would cost more)."""
+        if self._submits_inline(name, data):
+            future = self.submit(name, data, principal=principal, batch_id=batch_id, source=source)
+        else:
+            future = await asyncio.to_thread(
+                self.submit, name, data, principal=principal, batch_id=batch_id, source=source
+            )
         return await asyncio.wrap_future(future)
+
+    def _submits_inline(self, name: str, data: Any) -> bool:
+        """Whether submitting ``data`` to ``name`` needs no I/O and little CPU (no catalog query, no new writer)."""
+        if not isinstance(data, bytes) or len(data) > INLINE_BODY_BYTES:
+            return False
+        target = self._targets.get(name)
+        return target is not None and time.monotonic() - target.checked_at < SPEC_CACHE_SECONDS
 
     def submit(
         self,
@@ -165,11 +206,10 @@ class IngestService:
             )
         if name.endswith(REJECTED_SUFFIX):
             raise InvalidInput(f"{name!r} is a dead-letter dataset, written only by recplane's validation.")
-        opened = self._datasets.open(name, principal=principal)
+        target = self._target(name, principal)
+        opened, writer, validator = target.opened, target.writer, target.validator
         key = self._batch_id(batch_id)
         # A repeated batch id is answered by the writer, which checks all ids of a group in one query.
-        writer = self._writer(opened)
-        validator = self._validator(opened)
         received = datetime.now(UTC)
         stream = read_input(data)
         head, rest = self._peek(stream)
@@ -213,6 +253,7 @@ class IngestService:
             self._closed = True
             writers = list(self._writers.values())
             self._writers.clear()
+            self._targets.clear()
         for writer in writers:
             writer.close()
 
@@ -241,6 +282,28 @@ class IngestService:
             if rows >= limit:
                 return head, stream.chunks
         return head, None
+
+    def _target(self, name: str, principal: Principal) -> _Target:
+        """The dataset's spec, writer and validator: cached for ``SPEC_CACHE_SECONDS``, the team checked each time."""
+        target = self._targets.get(name)
+        if target is not None and time.monotonic() - target.checked_at < SPEC_CACHE_SECONDS:
+            principal.require(target.opened.info.team, f"Dataset {name!r}")  # as DatasetService.open words it
+            return target
+        checked_at = time.monotonic()
+        opened = self._datasets.open(name, principal=principal)
+        if target is not None and target.opened is opened and target.writer.uri == opened.table.uri:
+            target = replace(target, checked_at=checked_at)
+        else:
+            target = _Target(opened, self._writer(opened), self._validator(opened), checked_at)
+        with self._lock:
+            if not self._closed:
+                self._targets[name] = target
+        return target
+
+    def _forget_target(self, name: str) -> None:
+        """The spec of ``name`` changed in this process: the next submit reads it again."""
+        with self._lock:
+            self._targets.pop(name, None)
 
     def _writer(self, opened: OpenDataset) -> TableWriter:
         name = opened.info.name
@@ -317,6 +380,8 @@ class _Submission:
 
     def dead_letters(self) -> pa.Table:
         """The rejected rows in the dead-letter schema."""
+        if not self.rejections.reasons:
+            return _NO_DEAD_LETTERS  # most batches: tables are immutable, so one empty table serves them all
         return dead_letters(
             self.rejections.raw,
             self.rejections.reasons,
@@ -328,7 +393,10 @@ class _Submission:
     def small(self, chunks: list[Chunk], transaction: Transaction | None) -> Future[CommitOutcome]:
         """Validate everything now and queue it for a group commit."""
         accepted = [self.validate(chunk) for chunk in chunks]
-        table = pa.concat_tables(accepted) if accepted else self.validator.storage.empty_table()
+        if len(accepted) == 1:
+            table = accepted[0]
+        else:
+            table = pa.concat_tables(accepted) if accepted else self.validator.storage.empty_table()
         dead = self.dead_letters()
         if table.num_rows == 0 and dead.num_rows == 0 and transaction is None:
             return _resolved(CommitOutcome(self.batch_id, 0, 0, None))

@@ -46,10 +46,13 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.5
 _COMPACT_EVERY_S = 60.0
-# Each compaction rewrites every small file, the previous compaction's output included, so running it after
-# every few dozen commits made it the writer's largest cost once commits became cheap (blind appends cost the
-# same at any file count): no new check for this long after a compaction that did something.
+# No new check for this long after a compaction that did something (or failed): a check reads the table's whole
+# file list, tens of milliseconds on a table of a few hundred files.
 _COMPACT_PAUSE_S = 2.0
+# delta-rs gives a compaction 15 attempts to commit, one version each: when more than 15 commits land while it
+# rewrites files, it fails and its work is lost (at ~100 group commits a second, nearly every one did). So this
+# writer lets at most this many of its own commits land during a compaction of its table, then waits for it.
+_COMMITS_DURING_COMPACTION = 8
 _RECONCILE_EVERY_S = 1.0
 
 
@@ -140,6 +143,7 @@ class TableWriter:
         self._queue_rows = settings.ingest_queue_max_rows
         self._queue_bytes = settings.ingest_queue_max_bytes
         self._compact_every = settings.compact_check_every_commits
+        self._compact_files = settings.compact_after_files
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[CommitOutcome]] = {}
@@ -153,6 +157,9 @@ class TableWriter:
         self._last_compact = time.monotonic()
         self._compact_paused_until = 0.0
         self._compacting = threading.Lock()
+        self._compaction = threading.Condition()
+        self._compacting_main = False
+        self._commits_during_compaction = 0
         self.commits = 0
         self._thread = threading.Thread(target=self._run, name=f"recplane-writer-{name}", daemon=True)
         self._thread.start()
@@ -290,6 +297,7 @@ class TableWriter:
         return group, None
 
     def _commit_group(self, group: list[_Batch]) -> None:
+        self._make_room_for_compaction()
         started = time.monotonic()
         try:
             outcomes = self._write_group(group)
@@ -378,6 +386,7 @@ class TableWriter:
         return result
 
     def _commit_bulk(self, job: BulkWrite) -> None:
+        self._make_room_for_compaction()
         started = time.monotonic()
         try:
             outcome = self._write_bulk(job)
@@ -482,9 +491,19 @@ class TableWriter:
             self._rows_per_second = 0.8 * self._rows_per_second + 0.2 * max(rows / seconds, 1000.0)
         self._commits_since_compact += 1
         now = time.monotonic()
-        due = self._commits_since_compact >= self._compact_every and now >= self._compact_paused_until
+        # Not before this writer alone could have added enough small files: a check costs a file listing.
+        enough = self._commits_since_compact >= max(self._compact_every, self._compact_files)
+        due = enough and now >= self._compact_paused_until
         if self._compact_every and (due or now - self._last_compact > _COMPACT_EVERY_S):
             self._compact_in_background()
+
+    def _make_room_for_compaction(self) -> None:
+        """Before a commit: wait while a compaction of this table runs that our commits could make fail."""
+        with self._compaction:
+            while self._compacting_main and self._commits_during_compaction >= _COMMITS_DURING_COMPACTION:
+                self._compaction.wait()
+            if self._compacting_main:
+                self._commits_during_compaction += 1
 
     def _compact_in_background(self) -> None:
         if not self._compacting.acquire(blocking=False):
@@ -494,15 +513,26 @@ class TableWriter:
 
         def compact() -> None:
             try:
-                results = [self._target.maybe_compact(name) for name in (self.name, self._rejected_name)]
+                results = [self._compact_main(), self._target.maybe_compact(self._rejected_name)]
                 if any(result is not None for result in results):
                     self._compact_paused_until = time.monotonic() + _COMPACT_PAUSE_S
             except Exception:
+                self._compact_paused_until = time.monotonic() + _COMPACT_PAUSE_S
                 log.exception("Automatic compaction of %s failed; ingestion goes on", self.name)
             finally:
                 self._compacting.release()
 
         threading.Thread(target=compact, name=f"recplane-compact-{self.name}", daemon=True).start()
+
+    def _compact_main(self) -> object:
+        with self._compaction:
+            self._compacting_main, self._commits_during_compaction = True, 0
+        try:
+            return self._target.maybe_compact(self.name)
+        finally:
+            with self._compaction:
+                self._compacting_main = False
+                self._compaction.notify_all()
 
 
     def reconcile(self) -> int:

@@ -13,7 +13,7 @@ import builtins
 import itertools
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from recplane.lake.info import (
     SchemaChangeResult,
     WidenedColumn,
 )
-from recplane.lake.maintenance import compact_table, retain_table
+from recplane.lake.maintenance import automatic_target, compact_table, retain_table
 from recplane.lake.spec import ColumnSpec, DatasetSpec, load_spec
 from recplane.lake.stats import dataset_stats
 from recplane.lake.table import DeltaDataset, to_logical
@@ -264,6 +264,11 @@ class DatasetService:
         self._opened: dict[str, tuple[tuple[object, ...], OpenDataset]] = {}
         self._write_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._spec_listeners: builtins.list[Callable[[str], None]] = []
+
+    def add_spec_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` after this service changes the spec of dataset ``name`` (for caches of specs)."""
+        self._spec_listeners.append(listener)
 
     def create(self, spec: SpecSource, *, principal: Principal, author: str | None = None) -> DatasetInfo:
         """Register a dataset and create its empty Delta table (version 0) and its dead-letter dataset."""
@@ -455,16 +460,19 @@ class DatasetService:
                                 author=author or principal.name, now=now)
 
     def maybe_compact(self, name: str, *, author: str = "recplane") -> MaintenanceResult | None:
-        """Compact once the dataset has ``compact_after_files`` small files (used by ingestion; no auth)."""
+        """Compact once the dataset has ``compact_after_files`` fresh small files, in tiers (see
+        :func:`~recplane.lake.maintenance.automatic_target`; used by ingestion; no auth)."""
         threshold = self._settings.compact_after_files
         record = self._find(name)
         if threshold == 0 or record is None:
             return None
         table = self._handle(record)
-        if table.small_files() < threshold:
+        sizes = pa.table(table.refresh().get_add_actions(flatten=True))["size_bytes"].to_pylist()
+        target = automatic_target(sizes, min_files=threshold)
+        if target is None:
             return None
         with self.write_lock(name):
-            return compact_table(name, table, author=author)
+            return compact_table(name, table, author=author, target_size=target)
 
     def write_lock(self, name: str) -> threading.Lock:
         """The in-process lock that serialises commits which rewrite or remove files of ``name``."""
@@ -485,6 +493,8 @@ class DatasetService:
                                           columns=columns_document(spec), first_delta_version=delta_version,
                                           change=plan.describe(), author=author))
             self._sync_rejected(session, spec)
+        for listener in self._spec_listeners:
+            listener(spec.name)
         return SchemaChangeResult(
             dataset=spec.name,
             action="evolved",

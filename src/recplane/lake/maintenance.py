@@ -9,6 +9,7 @@ had removed — by compaction, rewrite or delete — is deleted at once).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,37 @@ import pyarrow.dataset as pads
 from recplane.lake.info import MaintenanceResult
 from recplane.lake.table import DeltaDataset
 
-__all__ = ["compact_table", "retain_table"]
+__all__ = ["FIRST_TIER_BYTES", "SECOND_TIER_BYTES", "TIER_FAN_IN", "automatic_target", "compact_table", "retain_table"]
+
+# Automatic compaction merges in two tiers so that a row is rewritten a few times at most. Merging every file
+# under Delta's 100 MB target instead rewrote its own earlier output on every run: the volume grew with the table.
+FIRST_TIER_BYTES = 1024 * 1024
+SECOND_TIER_BYTES = 16 * 1024 * 1024
+TIER_FAN_IN = 8
+
+
+def automatic_target(sizes: Sequence[int], *, min_files: int) -> int | None:
+    """The target size of the automatic compaction due for data files of these ``sizes`` (None: none is due).
+
+    Fresh files (under half of ``FIRST_TIER_BYTES``, what single commits leave) are merged into files of about
+    ``FIRST_TIER_BYTES`` once ``min_files`` of them exist; ``TIER_FAN_IN`` of those are merged into files of about
+    ``SECOND_TIER_BYTES``; files past half of that are never merged again automatically (``compact`` still does).
+    Delta rewrites every file under the target, so a merge also tops up its own tier's last, partly filled file:
+    bounded by the tier's size, not by the table's.
+    """
+    if min_files <= 0:
+        return None
+    fresh = merged = 0
+    for size in sizes:
+        if size < FIRST_TIER_BYTES // 2:
+            fresh += 1
+        elif size < SECOND_TIER_BYTES // 2:
+            merged += 1
+    if merged >= TIER_FAN_IN:
+        return SECOND_TIER_BYTES
+    if fresh >= min_files:
+        return FIRST_TIER_BYTES
+    return None
 
 
 def compact_table(

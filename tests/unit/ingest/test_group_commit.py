@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -151,3 +152,52 @@ def test_a_streamed_input_that_breaks_midway_writes_nothing(home: Home) -> None:
         service.ingest("events", pa.RecordBatchReader.from_batches(schema, batches()), principal=ADMIN)
     assert home.commits() == []
     assert service.ingest("events", event_rows(2), principal=ADMIN).accepted == 2
+
+
+class SlowCompaction:
+    """A commit target whose compaction of the main table lasts until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def maybe_compact(self, name: str) -> object:
+        if name.endswith("__rejected"):
+            return None
+        self.started.set()
+        self.release.wait(30)
+        return None
+
+
+def test_a_running_compaction_is_not_starved_by_the_writers_own_commits(home: Home) -> None:
+    from recplane.ingest import BatchLedger, TableWriter
+    from recplane.ingest.validation import DEAD_LETTER_SCHEMA
+    from recplane.ingest.writer import _COMMITS_DURING_COMPACTION
+    from recplane.lake.table import DeltaDataset
+
+    from .conftest import storage_table
+
+    settings = home.settings.model_copy(update={"compact_check_every_commits": 1, "compact_after_files": 1})
+    target = SlowCompaction()
+    main = home.datasets.open("events", principal=ADMIN).table.uri
+    dead = home.datasets.open("events__rejected", principal=ADMIN).table.uri
+    writer = TableWriter("events", DeltaDataset(main), DeltaDataset(dead), target=target,
+                         ledger=BatchLedger(home.catalog), settings=settings, rejected_name="events__rejected")
+    try:
+        def commit(index: int) -> Any:
+            return writer.submit(f"b{index}", storage_table(event_rows(1, start=index)),
+                                 DEAD_LETTER_SCHEMA.empty_table(), schema_version=1, author="test")
+
+        commit(0).result(timeout=30)
+        assert target.started.wait(30)  # the first commit started a compaction, which now runs
+        for index in range(1, _COMMITS_DURING_COMPACTION + 1):
+            commit(index).result(timeout=30)
+        held = commit(_COMMITS_DURING_COMPACTION + 1)
+        time.sleep(0.3)
+        assert not held.done(), "the writer must wait for the compaction rather than outrun its commit"
+        target.release.set()
+        assert held.result(timeout=30).accepted == 1
+    finally:
+        target.release.set()
+        writer.close()
+    assert home.rows().num_rows == _COMMITS_DURING_COMPACTION + 2
