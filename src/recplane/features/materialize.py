@@ -1,10 +1,11 @@
 """Materialization: the latest feature values per entity, as of a time, from the lake into the online store.
 
-Online values are computed **by the offline engine itself**: for every entity of a view, materialization builds
-one label row at ``end`` and runs :func:`~recplane.features.offline.engine.join_features` — the same ranking
-(event time, then created time, then the feature values), the same SQL expressions, the same windowed
-aggregations — so a lookup at ``end`` returns exactly the training-set value for a label at ``end``. Two
-changes to the plan make the engine hand back what the store needs, without changing which row wins:
+Online values are computed **by the offline engine itself**, so a lookup at ``end`` returns exactly the
+training-set value for a label at ``end``: point-in-time features by
+:func:`~recplane.features.offline.engine.latest_point_values` (the engine's ranking — event time, then created
+time, then the feature values — and SQL expressions, for every entity at once, without a label table), windowed
+aggregations by :func:`~recplane.features.offline.engine.join_features` with one label row per entity at ``end``.
+Two changes to the plan make the engine hand back what the store needs, without changing which row wins:
 
 - the view's TTL is dropped (the store keeps the winner; TTL applies when it is *read*, against the read time);
 - the winner's event and created time ride along as two extra point features placed *after* the real ones,
@@ -43,7 +44,7 @@ from pydantic import BaseModel
 
 from recplane.auth import Principal
 from recplane.errors import InvalidInput, NotFound
-from recplane.features.offline.engine import join_features
+from recplane.features.offline.engine import join_features, latest_point_values, time_scalar
 from recplane.features.offline.plan import OutputFeature, ViewPlan, plan_training_set
 from recplane.features.online.protocol import OnlineStore
 from recplane.features.registry import FeatureRegistry
@@ -294,18 +295,18 @@ class Materializer:
             scan = base if changed is None else base & (window | changed)
         source = job.dataset.to_table(columns=job.columns, filter=scan)
         point_source = source if changed is None or not plan.aggregations else source.filter(changed)
-        labels = entities.append_column(_LABEL_TIME, pa.array([end] * entities.num_rows, pa.timestamp("us", "UTC")))
         written = 0
         if plan.point:
-            written += self._write_point(plan, labels, point_source)
+            written += self._write_point(plan, entities, point_source, end)
         if plan.aggregations:
+            labels = entities.append_column(_LABEL_TIME, pa.array([end] * entities.num_rows, pa.timestamp("us", "UTC")))
             written += self._write_aggregates(plan, labels, source)
         return source.num_rows, written
 
-    def _write_point(self, plan: ViewPlan, labels: pa.Table, source: pa.Table) -> int:
-        point_plan = dataclasses.replace(plan, aggregations=())
-        joined = _join(point_plan, labels, source)
-        found = joined.filter(pc.is_valid(joined[_EVENT]))
+    def _write_point(self, plan: ViewPlan, entities: pa.Table, source: pa.Table, end: datetime) -> int:
+        found = latest_point_values(dataclasses.replace(plan, aggregations=()), source, end)
+        if len(plan.join_keys) > 1:  # the source range is by first key: neighbouring chunks may share some keys
+            found = found.join(entities, list(plan.join_keys), join_type="left semi")
         if found.num_rows == 0:
             return 0
         stats = self._store.write(
@@ -407,12 +408,10 @@ def _aware(moment: datetime) -> datetime:
 
 def _scalar(moment: datetime, data_type: pa.DataType) -> pa.Scalar:
     """``moment`` as a scalar comparable with a column of ``data_type`` (naive timestamp columns are UTC)."""
-    if pa.types.is_timestamp(data_type):
-        value = moment if data_type.tz else moment.astimezone(UTC).replace(tzinfo=None)
-        return pa.scalar(value, pa.timestamp("us", data_type.tz)).cast(data_type, safe=False)
-    if pa.types.is_date(data_type):
-        return pa.scalar(moment.astimezone(UTC).date(), data_type)
-    raise InvalidInput(f"Time column type {data_type} cannot be materialized: use a timestamp or date.")
+    scalar = time_scalar(moment, data_type)
+    if scalar is None:
+        raise InvalidInput(f"Time column type {data_type} cannot be materialized: use a timestamp or date.")
+    return scalar
 
 
 def _chunks(entities: pa.Table, size: int) -> Iterator[pa.Table]:

@@ -195,14 +195,15 @@ class OnlineFeatureService:
             view_statuses[lookup.online_view] = statuses
             event_times[lookup.online_view] = times
         outputs = [output for lookup in lookups for output in lookup.outputs]
-        overall: list[EntityStatus] = [
-            max((column[index] for column in view_statuses.values()), key=_RANK.__getitem__, default="missing")
-            for index in range(len(rows))
-        ]
         keys = list(dict.fromkeys(key for lookup in lookups for key in lookup.key_columns))
         asked = [{key: row.get(key) for key in keys} for row in rows]
         answer = OnlineFeatures(
-            asked, outputs, {name: values[name] for name in outputs}, overall, view_statuses, event_times
+            asked,
+            outputs,
+            {name: values[name] for name in outputs},
+            _overall(view_statuses, len(rows)),
+            view_statuses,
+            event_times,
         )
         if logging_to is None:
             return answer
@@ -250,8 +251,7 @@ class OnlineFeatureService:
                 f"give them, e.g. {{{', '.join(repr(k) + ': [...]' for k in lookup.key_columns)}}}.",
                 details={"view": lookup.view, "missing_keys": missing_columns},
             )
-        positions = [i for i, row in enumerate(rows) if all(row.get(key) is not None for key in lookup.key_columns)]
-        keys = [_key(rows[i], lookup.key_columns) for i in positions]
+        positions, keys = _present_keys(rows, lookup.key_columns)
         try:
             result = (
                 self._store.read(lookup.online_view, keys, lookup.features, ttl=lookup.ttl, now=now) if keys else None
@@ -262,6 +262,10 @@ class OnlineFeatureService:
                 f"`recplane features materialize --view {lookup.view}`.",
                 details={"view": lookup.view},
             ) from exc
+        if result is not None and len(positions) == len(rows) and all(d is None for d in lookup.defaults):
+            # Every entity was asked and a missing one reads as null anyway: the store's columns are the answer.
+            found = {output: result.values[name] for name, output in zip(lookup.features, lookup.outputs, strict=True)}
+            return found, list(result.statuses), list(result.event_times)
         pairs = zip(lookup.outputs, lookup.defaults, strict=True)
         columns = {output: _filled(default, len(rows)) for output, default in pairs}
         statuses: list[EntityStatus] = ["missing"] * len(rows)
@@ -272,10 +276,10 @@ class OnlineFeatureService:
             statuses[index] = result.statuses[slot]
             times[index] = result.event_times[slot]
         for name, output in zip(lookup.features, lookup.outputs, strict=True):
-            column, found = columns[output], result.values[name]
+            column, found_values = columns[output], result.values[name]
             for slot, index in enumerate(positions):
                 if result.statuses[slot] != "missing":
-                    column[index] = found[slot]
+                    column[index] = found_values[slot]
         return columns, statuses, times
 
     def _resolve(self, features: str | Sequence[str], principal: Principal) -> list[_Lookup]:
@@ -360,6 +364,27 @@ def _lookup(online_view: str, view: str, keys: tuple[str, ...], ttl: timedelta |
 def _filled(default: Any, count: int) -> list[Any]:
     """``count`` copies of a default (lists copied, so callers may change one entity's value safely)."""
     return [list(default) for _ in range(count)] if isinstance(default, list) else [default] * count
+
+
+def _overall(view_statuses: dict[str, list[EntityStatus]], count: int) -> list[EntityStatus]:
+    """Each entity's worst status over the views (``missing`` when no view was read)."""
+    columns = list(view_statuses.values())
+    if len(columns) == 1:
+        return list(columns[0])
+    return [
+        max((column[index] for column in columns), key=_RANK.__getitem__, default="missing") for index in range(count)
+    ]
+
+
+def _present_keys(rows: list[Mapping[str, Any]], columns: tuple[str, ...]) -> tuple[list[int], list[EntityKey]]:
+    """Positions of the rows whose key columns are all given, and those rows' keys."""
+    if len(columns) == 1:
+        column = columns[0]
+        values: list[Any] = [row.get(column) for row in rows]
+        positions = [index for index, value in enumerate(values) if value is not None]
+        return positions, values if len(positions) == len(values) else [values[index] for index in positions]
+    positions = [index for index, row in enumerate(rows) if all(row.get(key) is not None for key in columns)]
+    return positions, [_key(rows[index], columns) for index in positions]
 
 
 def _key(row: Mapping[str, Any], columns: tuple[str, ...]) -> EntityKey:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pytest
 
 from recplane.errors import InvalidInput
 from recplane.features.offline import join_features, plan_training_set
+from recplane.features.offline.engine import latest_point_values
 from recplane.features.offline.plan import TrainingSetPlan
 from recplane.features.spec import Entity, FeatureView
 
@@ -365,3 +369,68 @@ def test_chunking_gives_the_same_answer_as_one_chunk() -> None:
     whole = join_features(labels, plan, {"stats": source}, exclude_created_after_label=True, chunk_rows=10_000)
     chunked = join_features(labels, plan, {"stats": source}, exclude_created_after_label=True, chunk_rows=7)
     assert chunked.equals(whole)
+
+
+def test_key_range_chunks_handle_string_keys_null_keys_and_one_key_holding_most_labels() -> None:
+    source = pa.table(
+        {
+            "user_id": ["a", "a", "b", "c", "d"],
+            "ts": [at(1), at(3), at(2), at(2), at(1)],
+            "price": [1.0, 3.0, 2.0, 4.0, 5.0],
+        }
+    )
+    keys = ["a"] * 9 + ["b", None, "c", "zz", "d"]
+    labels = pa.table({"user_id": keys, "ts": [at(2.5)] * 4 + [at(4)] * 5 + [at(3)] * 5, "row": list(range(14))})
+    whole = _join([_view()], {"stats": source}, labels, chunk_rows=100)
+    chunked = _join([_view()], {"stats": source}, labels, chunk_rows=3)
+    assert chunked.equals(whole)
+    assert whole["price"].to_pylist() == [1.0] * 4 + [3.0] * 5 + [2.0, None, 4.0, None, 5.0]
+
+
+def test_labels_whose_keys_are_all_null_get_nulls_in_every_chunk() -> None:
+    source = pa.table({"user_id": [1, 2], "ts": [at(1), at(2)], "price": [1.0, 2.0]})
+    labels = pa.table({"user_id": pa.array([None] * 5, pa.int64()), "ts": [at(5)] * 5})
+    assert _join([_view()], {"stats": source}, labels, chunk_rows=2)["price"].to_pylist() == [None] * 5
+
+
+def test_few_labels_cut_the_source_to_their_entities_without_changing_answers() -> None:
+    rng = random.Random(11)
+    source, labels = _random_source(rng, 600), _random_labels(rng, 40)
+    narrow = labels.set_column(0, "user_id", labels["user_id"].cast(pa.int32()))  # key type differs from the source
+    plan = _plan([RANDOM_VIEW], labels)
+    cut = join_features(labels, plan, {"stats": source}, chunk_rows=1_000)  # one chunk: entities cut
+    narrow_cut = join_features(narrow, plan, {"stats": source}, chunk_rows=1_000)
+    uncut = join_features(labels, plan, {"stats": source}, chunk_rows=39)  # two chunks: all source rows
+    assert cut.equals(uncut)
+    assert narrow_cut.drop_columns(["user_id"]).equals(cut.drop_columns(["user_id"]))
+
+
+def test_a_dataset_source_reads_only_what_it_needs_and_answers_like_a_table() -> None:
+    rng = random.Random(5)
+    source, labels = _random_source(rng, 400), _random_labels(rng, 150)
+    source = source.append_column("unused", pa.array(["x"] * source.num_rows))
+    plan = _plan([RANDOM_VIEW], labels)
+    for exclude_late in (False, True):
+        from_table = join_features(labels, plan, {"stats": source}, exclude_created_after_label=exclude_late)
+        from_dataset = join_features(
+            labels, plan, {"stats": pads.dataset(source)}, exclude_created_after_label=exclude_late
+        )
+        assert from_dataset.equals(from_table)
+
+
+def test_latest_point_values_equal_a_training_set_label_at_that_time() -> None:
+    rng = random.Random(3)
+    source = _random_source(rng, 600)
+    view = RANDOM_VIEW.model_copy(update={"ttl": None})
+    as_of = at(15)
+    everyone = pa.table({"user_id": list(range(1, 30)), "ts": [as_of] * 29})
+    point = _plan([view], everyone).views[0]
+    point = dataclasses.replace(point, aggregations=())
+    latest = latest_point_values(point, source, as_of)
+    assert latest["user_id"].to_pylist() == sorted(latest["user_id"].to_pylist())  # ordered by keys
+    expected = join_features(everyone, TrainingSetPlan((point,)), {"stats": source}, label_time_col="ts")
+    answered = expected.filter(pc.is_in(expected["user_id"], latest["user_id"]))
+    names = [out.output for out in point.point]
+    assert latest.select(["user_id", *names]).to_pylist() == answered.select(["user_id", *names]).to_pylist()
+    has_rows = {r["user_id"] for r in source.to_pylist() if r["ts"] <= as_of}
+    assert set(latest["user_id"].to_pylist()) == has_rows

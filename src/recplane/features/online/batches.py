@@ -53,6 +53,20 @@ class WriteBatch:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def in_key_order(self) -> WriteBatch:
+        """The same rows ordered by key bytes (B-tree stores insert them in far fewer page visits)."""
+        keys = self.keys
+        if keys == sorted(keys):  # Timsort only scans input that is in order already
+            return self
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return WriteBatch(
+            self.features,
+            [keys[i] for i in order],
+            [self.event_micros[i] for i in order],
+            [self.created_micros[i] for i in order],
+            [[column[i] for i in order] for column in self.columns],
+        )
+
     def slice(self, start: int, stop: int) -> WriteBatch:
         """Rows ``start:stop`` (backends write big batches in bounded chunks)."""
         return WriteBatch(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +24,11 @@ from recplane.errors import InvalidInput
 
 __all__ = [
     "EPOCH",
+    "decode_many",
     "decode_value",
     "decode_values",
     "encode_key",
+    "encode_keys",
     "encode_scalar_keys",
     "encode_value",
     "encode_values",
@@ -141,8 +143,28 @@ def decode_value(data: bytes) -> Any:
 decode_values = decode_value
 
 
+_DECODE_IN_ONE_PASS = 24  # below this, setting up an Unpacker costs more than it saves
+
+
+def decode_many(blobs: Sequence[bytes]) -> list[Any]:
+    """:func:`decode_value` of each blob (as written by the encoders here), in one pass of the C unpacker: a
+    batch lookup decodes hundreds of values."""
+    if len(blobs) < _DECODE_IN_ONE_PASS:
+        return [decode_value(blob) for blob in blobs]
+    data = b"".join(blobs)
+    unpacker = msgpack.Unpacker(ext_hook=_decode_extra, timestamp=3, strict_map_key=False, max_buffer_size=0)
+    unpacker.feed(data)
+    decoded = list(unpacker)
+    if len(decoded) != len(blobs) or unpacker.tell() != len(data):  # malformed: decoding each raises on it
+        return [decode_value(blob) for blob in blobs]
+    return decoded
+
+
+_PLAIN_KEY_TYPES = (int, str, bytes)  # exact types: bool is an int but no valid key
+
+
 def _key_part(part: Any) -> int | str | bytes:
-    if type(part) in (int, str, bytes):
+    if type(part) in _PLAIN_KEY_TYPES:
         return part
     if isinstance(part, np.integer | np.str_ | np.bytes_):
         return part.item()
@@ -157,6 +179,12 @@ def encode_key(key: Any) -> bytes:
     if not parts:
         raise InvalidInput("An entity key cannot be an empty tuple.")
     return _packer().pack([_key_part(part) for part in parts])
+
+
+def encode_keys(keys: Sequence[Any]) -> list[bytes]:
+    """:func:`encode_key` of each key; plain int, str and bytes keys skip the per-part checks."""
+    pack = _packer().pack
+    return [pack((key,)) if type(key) in _PLAIN_KEY_TYPES else encode_key(key) for key in keys]
 
 
 def encode_scalar_keys(values: list[Any]) -> list[bytes]:

@@ -46,7 +46,7 @@ from recplane.features.online.batches import (
     unknown_features,
     unknown_view,
 )
-from recplane.features.online.codec import decode_values, encode_key, encode_values, validate_view_name
+from recplane.features.online.codec import decode_many, encode_keys, validate_view_name, value_encoder
 from recplane.features.online.protocol import EntityKey, OnlineResult, OnlineRow, WriteStats
 
 __all__ = ["EmbeddedOnlineStore"]
@@ -65,6 +65,14 @@ class _ViewSchema:
             return self.features.index(feature)
         except ValueError:
             return None
+
+
+def _placed(values: Sequence[Any], positions: list[int], width: int) -> list[Any]:
+    """A stored row of ``width`` values with ``values`` at their schema positions (null elsewhere)."""
+    row: list[Any] = [None] * width
+    for position, value in zip(positions, values, strict=True):
+        row[position] = value
+    return row
 
 
 class EmbeddedOnlineStore:
@@ -141,6 +149,7 @@ class EmbeddedOnlineStore:
             event_time_column=event_time_column,
             created_time_column=created_time_column,
         )
+        batch = batch.in_key_order()
         applied = 0
         for start in range(0, max(len(batch), 1), self._write_chunk_rows):
             with self._transaction() as connection:
@@ -183,18 +192,14 @@ class EmbeddedOnlineStore:
         return connection.executemany(statement, rows).rowcount
 
     @staticmethod
-    def _encoded_rows(schema: _ViewSchema, batch: WriteBatch) -> Iterator[bytes]:
+    def _encoded_rows(schema: _ViewSchema, batch: WriteBatch) -> list[bytes]:
         positions = [schema.features.index(name) for name in batch.features]
+        encode = value_encoder()
         try:
             if positions == list(range(len(positions))):
-                yield from map(encode_values, zip(*batch.columns, strict=True))
-                return
+                return list(map(encode, zip(*batch.columns, strict=True)))
             width = max(positions) + 1
-            for values in zip(*batch.columns, strict=True):
-                row: list[Any] = [None] * width
-                for position, value in zip(positions, values, strict=True):
-                    row[position] = value
-                yield encode_values(row)
+            return [encode(_placed(values, positions, width)) for values in zip(*batch.columns, strict=True)]
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"A feature value of the rows to write cannot be stored online: {exc}.") from exc
 
@@ -209,7 +214,7 @@ class EmbeddedOnlineStore:
     ) -> OnlineResult:
         """Values and status per key, in the order of ``keys``; see :class:`OnlineStore`."""
         wanted = requested_features(features)
-        encoded = [encode_key(key) for key in keys]
+        encoded = encode_keys(keys)
         try:
             hits = self._hits(view, encoded, wanted)
         except sqlite3.OperationalError as exc:
@@ -223,15 +228,16 @@ class EmbeddedOnlineStore:
         schema = self._schema_with(view, wanted)
         positions = [schema.features.index(name) for name in wanted]
         rows = self._fetch(schema.table, keys)
+        stored = [rows.get(key) for key in keys]
+        decoded = iter(decode_many([row[1] for row in stored if row is not None]))
         hits: list[Hit] = []
-        for key in keys:
-            stored = rows.get(key)
-            if stored is None:
+        for row in stored:
+            if row is None:
                 hits.append(None)
                 continue
-            values = decode_values(stored[1])
+            values = next(decoded)
             width = len(values)
-            hits.append((stored[0], [values[p] if p < width else None for p in positions]))
+            hits.append((row[0], [values[p] if p < width else None for p in positions]))
         return hits
 
     def _fetch(self, table: str, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:

@@ -105,6 +105,16 @@ def test_a_large_batch_write_is_pipelined_and_complete(store: RedisOnlineStore) 
     assert result.values["embedding"][2].tolist() == pytest.approx(table["embedding"][rows - 1].as_py())
 
 
+def test_a_batch_read_larger_than_one_script_call_keeps_key_order(store: RedisOnlineStore) -> None:
+    rows = [{"user_id": u, "clicks": u * 10, "t": T0} for u in range(1_500)]
+    store.write("users", rows, key_columns=["user_id"], feature_columns=["clicks"], event_time_column="t")
+    asked = [*range(1_499, -1, -1), 5_000, 7]  # 1,502 keys: several read-script calls, a missing key, a repeat
+    result = store.read("users", asked, ["clicks"], ttl=None)
+    assert result.values["clicks"] == [u * 10 for u in range(1_499, -1, -1)] + [None, 70]
+    assert result.statuses[-2:] == ["missing", "ok"]
+    assert result.event_times[0] == T0
+
+
 def test_an_unreachable_server_is_backend_unavailable() -> None:
     with pytest.raises(BackendUnavailable, match="Cannot reach Redis"):
         RedisOnlineStore("redis://127.0.0.1:1/0")
