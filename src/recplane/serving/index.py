@@ -74,6 +74,8 @@ CALIBRATION_QUERIES = 256  # mean recall within ~0.01 (per-query spread <= 0.16)
 CALIBRATION_NOISE = 0.25  # stand-in queries: item vectors plus this share of the items' per-coordinate spread
 CONFIDENCE_Z = 1.645  # one-sided 95% lower bound of the mean recall must reach the target
 _BUILD_LOCK = threading.Lock()
+_search_threads: int | None = None  # set by set_search_threads; None leaves OpenMP's default
+_thread_state = threading.local()
 
 Queries = np.ndarray | Callable[[], np.ndarray] | None
 
@@ -93,10 +95,22 @@ def set_search_threads(threads: int) -> None:
     import threadpoolctl
     import torch
 
+    global _search_threads
     count = max(int(threads), 1)
+    _search_threads = count
     _faiss().omp_set_num_threads(count)
+    _thread_state.threads = count
     torch.set_num_threads(count)
     threadpoolctl.threadpool_limits(limits=count, user_api="blas")
+
+
+def _use_search_threads() -> None:
+    """Apply :func:`set_search_threads` to the calling thread. OpenMP's thread count is per thread: a thread that
+    never set it (a server's batching or worker thread) searched with every core, which on a 1M-item exact index
+    here doubled the wall time and quadrupled the CPU of a single-query search (threads spinning in barriers)."""
+    if _search_threads is not None and getattr(_thread_state, "threads", None) != _search_threads:
+        _faiss().omp_set_num_threads(_search_threads)
+        _thread_state.threads = _search_threads
 
 
 @contextlib.contextmanager
@@ -198,6 +212,7 @@ class AnnIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InvalidInput(f"Queries must be [B, {self.dim}] vectors; got shape {list(queries.shape)}.")
         k = max(min(int(k), self.size), 1)
+        _use_search_threads()
         scores, positions = _search(self.index, queries, k, _params(self.kind, self.nprobe, max(self.ef_search, k)))
         found = positions >= 0
         ids = np.where(found, self.ids[np.maximum(positions, 0)], -1).astype(np.int64)

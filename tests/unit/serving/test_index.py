@@ -78,3 +78,26 @@ def test_a_saved_index_loads_back_and_a_stale_one_is_rebuilt(tmp_path: Path) -> 
     rebuilt = cached_index(tmp_path, other, "hnsw")
     _, truth = brute_force(other, queries, 10)
     assert recall(rebuilt.search(queries, 10)[1], truth) >= 0.95
+
+
+def test_searches_from_other_threads_use_the_serving_thread_count() -> None:
+    # OpenMP's thread count is per thread: a server's worker thread must not search with every core.
+    import threading
+
+    import faiss
+
+    from recplane.serving.index import set_search_threads
+
+    vectors = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
+    index = build_ann_index(vectors, "exact")
+    set_search_threads(1)
+    seen: list[int] = []
+
+    def search() -> None:
+        index.search(vectors[:2], 5)
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=search)
+    worker.start()
+    worker.join()
+    assert seen == [1]
