@@ -51,45 +51,58 @@ def pair_scores(user_vec: Tensor, item_vecs: Tensor) -> Tensor:
 
 
 class _GatherScores(torch.autograd.Function):
-    """``(scores [B, J], squared norms)`` of user rows against ``J`` item rows each, straight from the tables.
+    """``(scores [B, J], squared norms, BPR loss)`` of user rows against ``J`` item rows each (column 0 the
+    positive), straight from the tables.
 
     The pairwise training step of MF in one autograd node with a hand-written backward: gathers, dot products,
-    the squared-norm sum the L2 term needs, and in backward the row gradients added into dense table gradients
-    (padding rows get none, like ``nn.Embedding(padding_idx=...)``). Autograd's own graph for the same maths
-    (two embeddings, a broadcast product, two pow-sums, their backward) cost ~2x as much per step at ml-100k size.
+    the squared-norm sum the L2 term needs, the BPR loss, and in backward the row gradients added into dense table
+    gradients (padding rows get none, like ``nn.Embedding(padding_idx=...)``). Autograd's own graph for the same
+    maths (two embeddings, a broadcast product, two pow-sums, the loss's seven nodes, their backward) cost ~2x as
+    much per step at ml-100k size. Any output may feed the loss: backward adds the gradients of those that do.
+
+    Item rows are gathered column-major (``[J, B, D]``: all positives, then each negative column) so that every
+    product pairs two contiguous ``[B, D]`` blocks: at B=2048, J=2, D=64 the scores took 63 us this way against
+    99 us for a broadcast over ``[B, J, D]`` and 149 us for ``bmm``, and the item gradient 28 us against 67 us.
     """
 
     @staticmethod
     def forward(
         ctx: Any, user_weight: Tensor, item_weight: Tensor, users: Tensor, items: Tensor, padding: int, norms: bool
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        columns = items.shape[1]
+        item_ids = items.t().reshape(-1)
         user_vec = user_weight.index_select(0, users)
-        item_vecs = item_weight.index_select(0, items.reshape(-1)).view(*items.shape, -1)
-        scores = torch.bmm(item_vecs, user_vec.unsqueeze(2)).squeeze(2)
-        squares = scores.new_zeros(())
+        item_vecs = item_weight.index_select(0, item_ids).view(columns, *user_vec.shape)
+        by_column = (item_vecs * user_vec).sum(-1)  # [J, B]
+        margins = by_column[:1] - by_column[1:]
+        loss = -F.logsigmoid(margins).mean()
+        squares = by_column.new_zeros(())
         if norms:
             flat_users, flat_items = user_vec.reshape(-1), item_vecs.reshape(-1)
             squares = torch.dot(flat_users, flat_users) + torch.dot(flat_items, flat_items)
-        ctx.save_for_backward(user_vec, item_vecs, users, items)
+        ctx.save_for_backward(user_vec, item_vecs, users, item_ids, margins)
         ctx.sizes, ctx.padding, ctx.norms = (user_weight.shape[0], item_weight.shape[0]), padding, norms
-        return scores, squares
+        ctx.set_materialize_grads(False)
+        return by_column.t(), squares, loss
 
     @staticmethod
-    def backward(ctx: Any, grad_scores: Tensor, grad_squares: Tensor) -> tuple[Tensor | None, ...]:
-        user_vec, item_vecs, users, items = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_scores: Tensor | None, grad_squares: Tensor | None, grad_loss: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        user_vec, item_vecs, users, item_ids, margins = ctx.saved_tensors
+        by_column = _score_gradient(grad_scores, grad_loss, margins).unsqueeze(2)  # [J, B, 1]
         # One multiply-add per column (J is 1 + negatives, small): bmm of [B,1,J] x [B,J,D] was 7x slower.
-        grad_user = item_vecs[:, 0] * grad_scores[:, :1]
-        for column in range(1, item_vecs.shape[1]):
-            grad_user.addcmul_(item_vecs[:, column], grad_scores[:, column : column + 1])
-        grad_items = grad_scores.unsqueeze(2) * user_vec.unsqueeze(1)
-        if ctx.norms:
+        grad_user = item_vecs[0] * by_column[0]
+        for column in range(1, item_vecs.shape[0]):
+            grad_user.addcmul_(item_vecs[column], by_column[column])
+        grad_items = by_column * user_vec
+        if ctx.norms and grad_squares is not None:
             twice = 2 * grad_squares
             grad_user.addcmul_(user_vec, twice)
             grad_items.addcmul_(item_vecs, twice)
-        dim = user_vec.shape[-1]
         return (
             _rows_to_table(grad_user, users, ctx.sizes[0], ctx.padding),
-            _rows_to_table(grad_items.view(-1, dim), items.reshape(-1), ctx.sizes[1], ctx.padding),
+            _rows_to_table(grad_items.view(-1, user_vec.shape[-1]), item_ids, ctx.sizes[1], ctx.padding),
             None,
             None,
             None,
@@ -97,21 +110,35 @@ class _GatherScores(torch.autograd.Function):
         )
 
 
+def _score_gradient(grad_scores: Tensor | None, grad_loss: Tensor | None, margins: Tensor) -> Tensor:
+    """``[J, B]`` gradient of the scores: what came for them directly plus what the BPR loss passes down."""
+    columns = margins.new_zeros(margins.shape[0] + 1, margins.shape[1])
+    if grad_loss is not None:
+        # d/dm of -log sigmoid(m) is -sigmoid(-m); the mean divides by the number of (row, negative) pairs.
+        grad_margins = torch.sigmoid(margins.neg()).mul_(grad_loss * (-1.0 / margins.numel()))
+        torch.sum(grad_margins, dim=0, out=columns[0])
+        torch.neg(grad_margins, out=columns[1:])
+    if grad_scores is not None:
+        columns.add_(grad_scores.t())
+    return columns
+
+
 def _rows_to_table(grad_rows: Tensor, ids: Tensor, num_rows: int, padding: int) -> Tensor:
     table = grad_rows.new_zeros(num_rows, grad_rows.shape[-1]).index_add_(0, ids, grad_rows)
     if 0 <= padding < num_rows:
-        table[padding] = 0
+        table[padding].zero_()
     return table
 
 
 def gather_pair_scores(
     user_weight: Tensor, item_weight: Tensor, users: Tensor, items: Tensor, padding: int = -1, *, norms: bool = True
-) -> tuple[Tensor, Tensor]:
-    """``(scores [B, J], sum of squared entries of the gathered rows)`` for ``users [B]`` against
-    ``items [B, J]``, differentiable in both weights; rows ``padding`` get no gradient (-1: none). With
-    ``norms=False`` the second value is a constant 0 (skips its cost when no L2 term reads it)."""
-    scores, squares = _GatherScores.apply(user_weight, item_weight, users, items, padding, norms)
-    return scores, squares
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(scores [B, J], sum of squared entries of the gathered rows, bpr_loss of the scores)`` for ``users [B]``
+    against ``items [B, J]`` (column 0 the positive), differentiable in both weights; rows ``padding`` get no
+    gradient (-1: none). With ``norms=False`` the second value is a constant 0 (skips its cost when no L2 term
+    reads it)."""
+    scores, squares, loss = _GatherScores.apply(user_weight, item_weight, users, items, padding, norms)
+    return scores, squares, loss
 
 
 def mask_padding_item(scores: Tensor) -> Tensor:
@@ -186,7 +213,7 @@ class MF(RetrievalModel):
         assert isinstance(self.user_table, FixedEmbedding) and isinstance(self.item_table, FixedEmbedding)
         padding = self.user_table.padding_id
         items = torch.cat([batch["item_id"].unsqueeze(-1), negatives_2d(batch)], dim=1)
-        scores, squares = gather_pair_scores(
+        scores, squares, loss = gather_pair_scores(
             self.user_table.weight,
             self.item_table.weight,
             batch["user_id"],
@@ -194,12 +221,12 @@ class MF(RetrievalModel):
             -1 if padding is None else padding,
             norms=self.l2 > 0,
         )
-        return {"score": scores[:, 0], "neg_score": scores[:, 1:], "squared_norms": squares}
+        return {"score": scores[:, 0], "neg_score": scores[:, 1:], "squared_norms": squares, "bpr_loss": loss}
 
     def loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
         if "neg_score" not in outputs:
             raise ValueError("MF.loss needs negatives: the batch given to forward lacked 'neg_item_id'.")
-        loss = bpr_loss(outputs["score"], outputs["neg_score"])
+        loss = outputs["bpr_loss"] if "bpr_loss" in outputs else bpr_loss(outputs["score"], outputs["neg_score"])
         if self.l2 > 0:
             batch_size = outputs["score"].shape[0]
             if "squared_norms" in outputs:

@@ -4,7 +4,9 @@ Ids in the zoo are ``1 .. N`` with 0 reserved for padding: :class:`IdMap` assign
 ids, so the same table always gives the same map. Everything the training loop touches is a tensor with one row
 per training example; a batch is a gather of those tensors by a slice of a seeded permutation, with no per-sample
 Python. :class:`BatchOrder` derives each epoch's permutation from ``(seed, epoch)`` alone, so a run resumed at
-``(epoch, batch)`` sees exactly the batches the uninterrupted run would have seen.
+``(epoch, batch)`` sees exactly the batches the uninterrupted run would have seen. It also groups consecutive
+batches into :class:`BatchChunk` s, so that a task builds many batches (and draws their negatives) in one call:
+per-call costs are then paid once per chunk instead of once per step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor
 
 from recplane.errors import InvalidInput
 
-__all__ = ["BatchOrder", "IdMap", "padded_sequences"]
+__all__ = ["BatchChunk", "BatchOrder", "IdMap", "padded_sequences"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -85,6 +87,29 @@ def padded_sequences(
 
 
 @dataclass(frozen=True)
+class BatchChunk:
+    """Consecutive mini-batches of one epoch, positions ``first .. end - 1``: their row indices in one tensor, so a
+    task builds all their batches with one call (one negative draw instead of one per step). Training starts at
+    position ``start`` (after ``first`` only when a run resumes inside the chunk)."""
+
+    first: int
+    end: int
+    start: int
+    rows: Tensor
+    batch_size: int
+
+    def batches(self, built: dict[str, Tensor]) -> Iterator[tuple[int, int, dict[str, Tensor]]]:
+        """``(position, rows in the batch, batch)`` of each mini-batch from ``start`` on, cut out of ``built`` (the
+        task's batch of ``rows``) as views: per-row tensors (first dim ``len(rows)``) are sliced, others shared."""
+        total = len(self.rows)
+        for position in range(self.start, self.end):
+            begin = (position - self.first) * self.batch_size
+            stop = min(begin + self.batch_size, total)
+            batch = {key: value[begin:stop] if value.shape[:1] == (total,) else value for key, value in built.items()}
+            yield position, stop - begin, batch
+
+
+@dataclass(frozen=True)
 class BatchOrder:
     """Mini-batches of row indices: a fresh permutation per epoch from a generator seeded by ``(seed, epoch)``."""
 
@@ -106,8 +131,13 @@ class BatchOrder:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (1 << 63))
         return torch.randperm(self.num_rows, generator=generator)
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Tensor]]:
-        """``(batch position, row indices)`` of the epoch's batches from position ``start`` on."""
+    def chunks(self, epoch: int, steps: int, start: int = 0) -> Iterator[BatchChunk]:
+        """The epoch's batches ``steps`` at a time from position ``start`` on. Chunk boundaries are fixed
+        (multiples of ``steps`` from the epoch start), so a run resumed mid-chunk rebuilds the same chunk."""
+        if steps < 1:
+            raise InvalidInput(f"A chunk holds at least one batch; got steps={steps}.")
         order = self.permutation(epoch)
-        for position in range(start, self.num_batches):
-            yield position, order[position * self.batch_size : (position + 1) * self.batch_size]
+        for first in range(start - start % steps, self.num_batches, steps):
+            end = min(first + steps, self.num_batches)
+            rows = order[first * self.batch_size : end * self.batch_size]
+            yield BatchChunk(first, end, max(start, first), rows, self.batch_size)

@@ -146,7 +146,7 @@ class PairwiseTask(_FullSortTask):
         )
 
     def batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
-        batch = {key: tensor[rows] for key, tensor in self.rows.items()}
+        batch = _take_rows(self.rows, rows)
         batch["neg_item_id"] = self.sampler.sample(
             batch["user_id"], self.config.num_negatives, positives=batch["item_id"], generator=generator
         )
@@ -187,7 +187,7 @@ class SequentialTask(_FullSortTask):
         return SASRec(config)
 
     def batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
-        batch = {key: tensor[rows] for key, tensor in self.rows.items()}
+        batch = _take_rows(self.rows, rows)
         if self.sampler is not None:
             targets = batch["target_seq"].reshape(-1)
             negatives = self.sampler.sample(targets, 1, positives=targets, generator=generator)
@@ -238,8 +238,10 @@ class TwoTowerTask(_FullSortTask):
         return TwoTower(config, item_features=values or None, item_popularity=popularity)
 
     def batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
-        users, items = self.train_users[rows], self.train_items[rows]
-        history, history_len = _without_target(self.history[users], self.history_len[users], items)
+        users, items = self.train_users.index_select(0, rows), self.train_items.index_select(0, rows)
+        history, history_len = _without_target(
+            self.history.index_select(0, users), self.history_len.index_select(0, users), items
+        )
         batch = {"user_id": users, "item_id": items, "history": history, "history_len": history_len}
         batch.update(self.user_features.take(users))
         if self.sampler is not None:
@@ -252,6 +254,11 @@ class TwoTowerTask(_FullSortTask):
         batch = {"user_id": users, "history": self.history[users], "history_len": self.history_len[users]}
         batch.update(self.user_features.take(users))
         return batch
+
+
+def _take_rows(tensors: dict[str, Tensor], rows: Tensor) -> Batch:
+    """The rows ``rows`` of each tensor: ``index_select`` is ~4x faster than ``tensor[rows]`` on the CPU."""
+    return {key: tensor.index_select(0, rows) for key, tensor in tensors.items()}
 
 
 def _without_target(history: Tensor, lengths: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

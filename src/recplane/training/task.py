@@ -45,7 +45,9 @@ class Task(Protocol):
         """A freshly initialised model sized for this data (seeded by the caller)."""
 
     def batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
-        """The training batch of ``rows`` (CPU tensors; negatives drawn with ``generator``)."""
+        """The training batch of ``rows`` (CPU tensors; negatives drawn with ``generator``). Every tensor has one
+        row per entry of ``rows`` (or none, if shared by all rows): the loop builds several mini-batches in one
+        call when the batch draws random values, and cuts them apart by slicing."""
 
     def evaluate(self, model: RecModel, part: Literal["valid", "test"], device: torch.device) -> dict[str, float]:
         """The protocol's metrics of ``model`` (in eval mode, on ``device``) on a split; empty if it has no rows."""

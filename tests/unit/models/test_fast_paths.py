@@ -9,7 +9,7 @@ import torch
 import recplane.models.features as features
 from recplane.models.features import MLP, FastDropout, gather_rows
 from recplane.models.lightgcn import LightGCN
-from recplane.models.mf import MF, bpr_loss, l2_penalty
+from recplane.models.mf import MF, bpr_loss, gather_pair_scores, l2_penalty
 from recplane.models.negatives import InteractionSet
 
 BATCH = {
@@ -52,7 +52,14 @@ def test_lightgcn_fused_step_matches_autograd() -> None:
     fast.backward()
     fast_grads = _grads(model)
     model.zero_grad()
-    propagated_users, propagated_items = model._propagate()
+    # Reference propagation: plain autograd over the dense normalised adjacency.
+    nodes = model.num_users + model.num_items
+    adjacency = torch.zeros(nodes, nodes)
+    adjacency[model.adjacency_indices[0], model.adjacency_indices[1]] = model.adjacency_values
+    ego = torch.cat([model.user_table.weight, model.item_table.weight])
+    first = adjacency @ ego
+    propagated = (ego + first + adjacency @ first) / 3
+    propagated_users, propagated_items = propagated[: model.num_users], propagated[model.num_users :]
     ids = torch.cat([batch["item_id"][:, None], batch["neg_item_id"]], 1)
     scores = (propagated_users[batch["user_id"]][:, None] * propagated_items[ids]).sum(-1)
     ego = (model.user_table(batch["user_id"]), model.item_table(ids))
@@ -61,6 +68,34 @@ def test_lightgcn_fused_step_matches_autograd() -> None:
     assert float(fast.detach()) == pytest.approx(float(reference.detach()), abs=1e-6)
     for got, want in zip(fast_grads, _grads(model), strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_gather_pair_scores_gradients_add_up_whichever_outputs_feed_the_loss(negatives: int) -> None:
+    torch.manual_seed(negatives)
+    users, items = torch.randint(0, 6, (32,)), torch.randint(0, 9, (32, 1 + negatives))
+    tables = [(torch.randn(6, 4) * 2).requires_grad_(), (torch.randn(9, 4) * 2).requires_grad_()]
+    weights = torch.randn(32, 1 + negatives)
+
+    def objectives(scores: torch.Tensor, squares: torch.Tensor, bpr: torch.Tensor) -> list[torch.Tensor]:
+        return [bpr, (scores * weights).sum() + 3 * bpr, 0.5 * squares + bpr]
+
+    scores, squares, bpr = gather_pair_scores(*tables, users, items, padding=0)
+    reference_scores = (tables[0][users][:, None] * tables[1][items]).sum(-1)
+    reference = bpr_loss(reference_scores[:, 0], reference_scores[:, 1:])
+    assert float(bpr.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    for position, objective in enumerate(objectives(scores, squares, bpr)):
+        fast = torch.autograd.grad(objective, tables, retain_graph=True)
+        plain_tables = [table.detach().clone().requires_grad_() for table in tables]
+        user_vec, item_vec = plain_tables[0][users], plain_tables[1][items]
+        plain_scores = (user_vec[:, None] * item_vec).sum(-1)
+        plain_squares = user_vec.pow(2).sum() + item_vec.pow(2).sum()
+        plain_bpr = bpr_loss(plain_scores[:, 0], plain_scores[:, 1:])
+        want = torch.autograd.grad(objectives(plain_scores, plain_squares, plain_bpr)[position], plain_tables)
+        for got, expected in zip(fast, want, strict=True):
+            expected = expected.clone()
+            expected[0] = 0.0  # the padding row gets no gradient
+            torch.testing.assert_close(got, expected)
 
 
 def test_gather_rows_matches_embedding_with_padding() -> None:

@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from recplane.errors import InvalidInput
+from recplane.training import trainer as trainer_module
 from recplane.training.data import BatchOrder, IdMap, padded_sequences
 from recplane.training.trainer import TrainConfig, TrainResult, train
 
 NUM_CLUSTERS = 4
 ITEMS_PER_CLUSTER = 10
-
-
 
 
 def clustered_interactions(num_users: int = 80, per_user: int = 8, seed: int = 0) -> pa.Table:
@@ -80,12 +79,44 @@ def test_padded_sequences_keep_the_newest_items_in_time_order_right_padded() -> 
     assert lengths.tolist() == [0, 3, 1]
 
 
+def _batch_rows(order: BatchOrder, epoch: int, steps: int, start: int = 0) -> list[tuple[int, list[int]]]:
+    """(position, rows) of every batch the chunks of an epoch yield (a chunk's "batch" is its row indices)."""
+    return [
+        (position, batch["rows"].tolist())
+        for chunk in order.chunks(epoch, steps, start)
+        for position, _, batch in chunk.batches({"rows": chunk.rows})
+    ]
+
+
 def test_batch_order_covers_every_row_once_per_epoch_and_differs_between_epochs() -> None:
     order = BatchOrder(num_rows=10, batch_size=4, seed=1)
-    first = torch.cat([rows for _, rows in order.batches(0)])
-    assert sorted(first.tolist()) == list(range(10))
-    assert not torch.equal(first, torch.cat([rows for _, rows in order.batches(1)]))
-    assert [position for position, _ in order.batches(0, start=2)] == [2]
+    first = [row for _, rows in _batch_rows(order, 0, steps=1) for row in rows]
+    assert sorted(first) == list(range(10))
+    assert first != [row for _, rows in _batch_rows(order, 1, steps=1) for row in rows]
+    assert [position for position, _ in _batch_rows(order, 0, steps=1, start=2)] == [2]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 50])
+def test_chunks_cut_the_same_batches_whatever_their_size_and_resume_inside_a_chunk(steps: int) -> None:
+    order = BatchOrder(num_rows=23, batch_size=4, seed=5)
+    one_by_one = _batch_rows(order, 3, steps=1)
+    assert [len(rows) for _, rows in one_by_one] == [4, 4, 4, 4, 4, 3]
+    assert _batch_rows(order, 3, steps) == one_by_one
+    assert _batch_rows(order, 3, steps, start=4) == one_by_one[4:]
+    # A chunk started mid-way still holds every row from its fixed first position, so a resume rebuilds it whole.
+    chunk = next(order.chunks(3, steps, start=4))
+    assert chunk.first == 4 - 4 % steps and chunk.start == 4
+    assert len(chunk.rows) == min(4 * steps, 23 - 4 * chunk.first)
+
+
+def test_chunk_batches_slice_per_row_tensors_and_share_the_others() -> None:
+    chunk = next(BatchOrder(num_rows=6, batch_size=4, seed=0).chunks(0, steps=2))
+    shared = torch.arange(3)
+    built = {"rows": chunk.rows, "pair": torch.stack([chunk.rows, chunk.rows], 1), "shared": shared}
+    batches = list(chunk.batches(built))
+    assert [(position, rows) for position, rows, _ in batches] == [(0, 4), (1, 2)]
+    assert torch.equal(batches[1][2]["pair"], built["pair"][4:])
+    assert batches[1][2]["shared"] is shared
 
 
 @pytest.mark.parametrize("model", ["mf", "lightgcn"])
@@ -184,6 +215,22 @@ def test_resume_mid_epoch_continues_with_the_same_next_batch(tmp_path: Path) -> 
     resumed = train(table, general_config(epochs=2), resume_from=tmp_path / f"step-{step:08d}.pt")
     assert resumed.step_losses == straight.step_losses
     assert _parameters_equal(resumed, straight)
+
+
+def test_resume_inside_a_later_chunk_of_several_matches_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 2 batches (one batch of general_config is 64 rows of 3 int64 ids: 1,536 bytes).
+    monkeypatch.setattr(trainer_module, "_CHUNK_BYTES", 2 * 64 * 24)
+    table = clustered_interactions()
+    straight = train(table, general_config(epochs=2))
+    steps_per_epoch = len(straight.step_losses) // 2
+    assert steps_per_epoch >= 6
+    train(table, general_config(epochs=2, checkpoint_every_steps=1, checkpoint_dir=str(tmp_path)))
+    for step in (steps_per_epoch + 3, steps_per_epoch + 4):  # inside a chunk, then at a chunk boundary
+        resumed = train(table, general_config(epochs=2), resume_from=tmp_path / f"step-{step:08d}.pt")
+        assert resumed.step_losses == straight.step_losses
+        assert _parameters_equal(resumed, straight)
 
 
 def test_resume_refuses_a_checkpoint_from_different_settings(tmp_path: Path) -> None:
