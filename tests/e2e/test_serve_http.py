@@ -7,7 +7,6 @@ with SIGTERM to check the graceful shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -17,13 +16,10 @@ from typing import Any
 
 import duckdb
 import httpx
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
-from tests.fixtures.serve import ServeProcess, click_rows
+from tests.fixtures.serve import ServeProcess, click_rows, wait_for_logged_rows
 
 from recplane import Client
-from recplane.errors import NotFound
 
 pytestmark = pytest.mark.e2e
 
@@ -108,8 +104,8 @@ def test_impressions_and_feedback_land_in_datasets_and_join(service: ServeProces
     )
     assert feedback.status_code == 202 and feedback.json()["dataset"] == "served_feedback"
     with Client(home=home) as client:
-        impressions = _wait_for_rows(client, "served", served["request_id"])
-        clicks = _wait_for_rows(client, "served_feedback", served["request_id"])
+        impressions = wait_for_logged_rows(client, "served", served["request_id"])
+        clicks = wait_for_logged_rows(client, "served_feedback", served["request_id"])
     row = impressions.to_pylist()[0]
     assert row["items"] == [str(item["item_id"]) for item in served["items"]]
     assert row["model_versions"] == [("retrieval", "mf:1")] and row["context"] == '{"page":"home"}'
@@ -199,16 +195,3 @@ def test_sigterm_drains_flushes_the_log_and_exits_cleanly(service: ServeProcess,
         rows = client.read("served").to_pylist()
     assert last["request_id"] in {row["request_id"] for row in rows}
     assert "Logging" not in service.log.read_text()  # no impression batch failed to commit
-
-
-def _wait_for_rows(client: Client, dataset: str, request_id: str, timeout: float = 15.0) -> pa.Table:
-    """The rows of ``request_id`` in ``dataset``, once the service's background logger has written them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(NotFound):  # created on first use: may not exist yet
-            table = client.read(dataset)
-            matched = table.filter(pc.equal(table.column("request_id"), request_id))
-            if matched.num_rows:
-                return matched
-        time.sleep(0.1)
-    raise AssertionError(f"no row for request {request_id} in {dataset} after {timeout}s")

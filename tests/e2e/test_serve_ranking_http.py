@@ -5,22 +5,17 @@ and the stage histogram."""
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from tests.fixtures.bundles import interactions
-from tests.fixtures.serve import ServeProcess
+from tests.fixtures.serve import ServeProcess, wait_for_logged_rows
 
 from recplane import Client
-from recplane.errors import NotFound
 from recplane.training.bundle import load_bundle
 
 pytestmark = pytest.mark.e2e
@@ -121,9 +116,9 @@ def test_a_callers_request_id_is_echoed_logged_and_joined_by_feedback(service: S
     feedback = post(service, "/v1/feedback", {"request_id": "checkout-7:a1", "item_id": clicked, "event": "click"})
     assert feedback.status_code == 202
     with Client(home=home) as client:
-        impressions = _rows(client, "served", "checkout-7:a1")
-        clicks = _rows(client, "served_feedback", "checkout-7:a1")
-        assert _rows(client, "served", "score-7").column("route").to_pylist() == ["score"]
+        impressions = wait_for_logged_rows(client, "served", "checkout-7:a1")
+        clicks = wait_for_logged_rows(client, "served_feedback", "checkout-7:a1")
+        assert wait_for_logged_rows(client, "served", "score-7").column("route").to_pylist() == ["score"]
     assert impressions.column("items").to_pylist() == [[str(item["item_id"]) for item in served["items"]]]
     assert clicks.column("item_id").to_pylist() == [str(clicked)]
 
@@ -141,16 +136,3 @@ def test_the_stage_histogram_records_ranking_and_the_queue_wait(service: ServePr
     versions = 'models="ranking=deepfm:1,retrieval=mf:1"'
     for stage in ("ranking", "queue"):
         assert f'recplane_serving_stage_duration_seconds_count{{{versions},stage="{stage}"}}' in text
-
-
-def _rows(client: Client, dataset: str, request_id: str, timeout: float = 15.0) -> pa.Table:
-    """The rows of ``request_id`` in ``dataset``, once the service's background logger has written them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(NotFound):  # created on first use: may not exist yet
-            table = client.read(dataset)
-            matched = table.filter(pc.equal(table.column("request_id"), request_id))
-            if matched.num_rows:
-                return matched
-        time.sleep(0.1)
-    raise AssertionError(f"no row for request {request_id} in {dataset} after {timeout}s")
