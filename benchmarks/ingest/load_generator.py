@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -169,10 +170,7 @@ def run_threads(url: str, path: str, bodies: list[Body], clients: int, window: W
         thread.start()
     for thread in threads:
         thread.join()
-    total = Tally()
-    for tally in tallies:
-        total.merge(tally)
-    return total
+    return _merged(tallies)
 
 
 async def _run_async(url: str, path: str, bodies: list[Body], clients: int, window: Window,
@@ -204,20 +202,28 @@ async def _run_async(url: str, path: str, bodies: list[Body], clients: int, wind
 
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
         await asyncio.gather(*(sender(http, i) for i in range(clients)))
+    return _merged(tallies)
+
+
+def _merged(tallies: list[Tally]) -> Tally:
     total = Tally()
     for tally in tallies:
         total.merge(tally)
     return total
 
 
-def run_async(url: str, path: str, bodies: list[Body], clients: int, window: Window, run_id: str) -> Tally:
-    """Senders as asyncio tasks sharing one httpx.AsyncClient (uvloop when installed)."""
+def _run_loop(main: Coroutine[Any, Any, Tally]) -> Tally:
+    """Run the senders on uvloop when it is installed (as the server does), else on asyncio's loop."""
     try:
         import uvloop
-
-        return uvloop.run(_run_async(url, path, bodies, clients, window, run_id))
     except ImportError:
-        return asyncio.run(_run_async(url, path, bodies, clients, window, run_id))
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def run_async(url: str, path: str, bodies: list[Body], clients: int, window: Window, run_id: str) -> Tally:
+    """Senders as asyncio tasks sharing one httpx.AsyncClient (uvloop when installed)."""
+    return _run_loop(_run_async(url, path, bodies, clients, window, run_id))
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -279,20 +285,12 @@ async def _run_raw(url: str, path: str, bodies: list[Body], clients: int, window
             writer.close()
 
     await asyncio.gather(*(sender(i) for i in range(clients)))
-    total = Tally()
-    for tally in tallies:
-        total.merge(tally)
-    return total
+    return _merged(tallies)
 
 
 def run_raw(url: str, path: str, bodies: list[Body], clients: int, window: Window, run_id: str) -> Tally:
     """Senders as asyncio tasks, each on its own keep-alive connection written by hand (uvloop when installed)."""
-    try:
-        import uvloop
-
-        return uvloop.run(_run_raw(url, path, bodies, clients, window, run_id))
-    except ImportError:
-        return asyncio.run(_run_raw(url, path, bodies, clients, window, run_id))
+    return _run_loop(_run_raw(url, path, bodies, clients, window, run_id))
 
 
 def percentile(values: list[float], q: float) -> float | None:

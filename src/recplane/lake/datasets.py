@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -41,6 +41,9 @@ from recplane.lake.spec import ColumnSpec, DatasetSpec, load_spec
 from recplane.lake.stats import dataset_stats
 from recplane.lake.table import DeltaDataset, to_logical
 from recplane.lake.versions import SchemaEntry, SchemaTimeline, columns_document, commit_to_version
+
+if TYPE_CHECKING:
+    from recplane.ingest.validation import Validated
 
 __all__ = [
     "REJECTED_SUFFIX",
@@ -166,11 +169,9 @@ def _replacement_rows(spec: DatasetSpec, data: pa.Table) -> pa.Table:
         return validator.storage.empty_table()
     validated = validator.validate_batch(data, mode="arrow")
     if validated.rejected:
-        pairs = zip(validated.rejected_rows, validated.rejected_reasons, strict=True)
-        shown = [f"row {row}: {reason}" for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)]
         raise InvalidInput(
             f"{validated.rejected} of {data.num_rows} rows cannot go into dataset {spec.name!r}, so nothing was "
-            f"replaced (a replace is all or nothing): {_shown(shown, validated.rejected)}. Fix or drop those rows "
+            f"replaced (a replace is all or nothing): {_rejections(validated)}. Fix or drop those rows "
             f"and replace again."
         )
     split = split_duplicates(validated.accepted, builtins.list(spec.dedup_key))
@@ -185,6 +186,13 @@ def _replacement_rows(spec: DatasetSpec, data: pa.Table) -> pa.Table:
             f"so nothing was replaced: {_shown(shown, len(split.duplicate_rows))}. Keep one row per key."
         )
     return validated.accepted
+
+
+def _rejections(validated: Validated) -> str:
+    """The first rejected rows of a validated batch with their reasons, for a replace's error message."""
+    pairs = zip(validated.rejected_rows, validated.rejected_reasons, strict=True)
+    shown = [f"row {row}: {reason}" for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)]
+    return _shown(shown, validated.rejected)
 
 
 class _ValidatedStream:
@@ -215,11 +223,9 @@ class _ValidatedStream:
             for batch in self.source:
                 validated = self.validator.validate_batch(batch, mode="arrow", offset=self.rows)
                 if validated.rejected:
-                    pairs = zip(validated.rejected_rows, validated.rejected_reasons, strict=True)
-                    shown = [f"row {row}: {reason}" for row, reason in itertools.islice(pairs, _SHOWN_PROBLEMS)]
                     raise InvalidInput(
                         f"{validated.rejected} rows of a batch cannot go into dataset {self.spec.name!r}, so nothing "
-                        f"was replaced (a replace is all or nothing): {_shown(shown, validated.rejected)}."
+                        f"was replaced (a replace is all or nothing): {_rejections(validated)}."
                     )
                 self.rows += batch.num_rows
                 yield from validated.accepted.to_batches()
